@@ -1,0 +1,1 @@
+"""Export stage (installed as vae_tf.export)."""

@@ -1,0 +1,343 @@
+"""`vae-tf`: train, evaluate, sample, reconstruct, report and export VAEs.
+
+Thin argument parsing over the library: every subcommand calls a function of
+`vae_tf` (or `vae_tf.export`). User errors print one line, `vae-tf: error: ...`, and
+exit with status 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DATA_HELP = "dataset SPEC: bundled | tfds:NAME | idx:DIR | npz:FILE"
+
+DESCRIPTION = """\
+Variational autoencoders on images (MNIST-like), with TFP distribution layers,
+trained with model.fit under tf.distribute, exported to SavedModel, TFLite and ONNX.
+
+Quickstart:
+  vae-tf train --data bundled --epochs 30 --out runs/mnist     # ~2 min on 2 CPU cores
+  vae-tf sample runs/mnist --num 64 --out samples.png
+  vae-tf evaluate runs/mnist --data bundled --split test --iwae-samples 1000
+  vae-tf export runs/mnist --out saved_models/mnist_vae
+"""
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults: the preset, then --config, then these flags)")
+    g.add_argument("--architecture", choices=("mlp", "conv", "resnet"), help="encoder/decoder networks")
+    g.add_argument("--latent-dim", type=int, help="size of the latent z")
+    g.add_argument("--hidden-units", type=_int_list, help="MLP widths, e.g. 512,256")
+    g.add_argument("--conv-filters", type=_int_list, help="conv stage filters, e.g. 32,64")
+    g.add_argument("--dense-units", type=int, help="dense layer between convolutions and latent")
+    g.add_argument("--likelihood", choices=("bernoulli", "gaussian", "continuous_bernoulli"), help="p(x|z)")
+    g.add_argument("--gaussian-sigma", type=float, help="pixel stddev of the Gaussian likelihood")
+    g.add_argument("--posterior", choices=("diag", "full", "iaf"), help="q(z|x): diagonal, full covariance or IAF flow")
+    g.add_argument("--flow-layers", type=int, help="IAF steps")
+    g.add_argument("--prior", choices=("normal", "mog", "vamp"), help="p(z): N(0,I), mixture of Gaussians or VampPrior")
+    g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
+    g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit)")
+    g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
+    g.add_argument("--kl-warmup-steps", type=int, help="ramp the KL weight from 0 over this many steps")
+    g.add_argument("--free-bits", type=float, help="minimum KL charged per image, nats")
+    g.add_argument("--iwae-samples", type=int, help="k > 1 trains on the IWAE bound with k samples")
+    g.add_argument("--dropout", type=float, help="encoder dropout rate")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--preprocessing", choices=("dynamic", "static", "continuous"), help="binarization of pixels")
+    g.add_argument("--epochs", type=int, help="passes over the training split")
+    g.add_argument("--batch-size", type=int, help="global batch size")
+    g.add_argument("--learning-rate", type=float, help="peak Adam learning rate")
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"))
+    g.add_argument("--validation-fraction", type=float, help="held-out share where the source has no validation split")
+    g.add_argument("--seed", type=int, help="seed of initialization, shuffling, binarization and noise")
+    g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPU)")
+    g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None, help="do not XLA-compile the step")
+    g.add_argument("--deterministic", action="store_true", default=None, help="bit-identical reruns (TF op determinism)")
+    g.add_argument("--data-dir", help="TFDS data directory")
+    g.add_argument("--manual-dir", help="TFDS manual download directory")
+
+
+_MODEL_FLAGS = (
+    "architecture", "latent_dim", "hidden_units", "conv_filters", "dense_units", "likelihood", "gaussian_sigma",
+    "posterior", "flow_layers", "prior", "prior_components", "conditional", "beta", "kl_warmup_steps",
+    "free_bits", "iwae_samples", "dropout",
+)
+_TRAIN_FLAGS = (
+    "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "validation_fraction",
+    "seed", "mixed_precision", "jit_compile", "deterministic", "data_dir", "manual_dir",
+)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,256, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vae-tf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a VAE and write its run directory",
+                       description="Train a VAE with model.fit under the tf.distribute strategy that fits the "
+                       "machine (several GPUs: MirroredStrategy; TF_CONFIG with several workers: "
+                       "MultiWorkerMirroredStrategy; else one device). Writes config.json, weights/, "
+                       "checkpoints/, history.json, TensorBoard logs/, samples.png and reconstructions.png.")
+    p.add_argument("--data", help=f"{DATA_HELP} (default: bundled)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--config", help="JSON file with a RunConfig ({'model': {...}, 'train': {...}})")
+    p.add_argument("--preset", help="named configuration: default, best, mlp, conv-small")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last epoch")
+    p.add_argument("--no-pictures", action="store_true", help="skip samples.png and reconstructions.png")
+    _add_model_flags(p)
+    _add_train_flags(p)
+
+    p = sub.add_parser("evaluate", help="test negative ELBO and IWAE NLL in nats",
+                       description="Negative ELBO and importance-weighted NLL (nats per image, with standard "
+                       "errors) of a trained model on a split of any data source.")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--iwae-samples", type=int, default=1000, help="k of the IWAE estimate (default 1000)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per evaluation call")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--ood", action="store_true", help="add the out-of-distribution report (noise, inverted digits)")
+    p.add_argument("--ood-data", help="another dataset SPEC for the OOD report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
+    p = sub.add_parser("sample", help="a PNG grid of images drawn from the prior")
+    p.add_argument("run_dir", nargs="?", help="run directory (or use --model)")
+    p.add_argument("--model", help="an exported model directory, e.g. saved_models/mnist_vae")
+    p.add_argument("--num", type=int, default=64, help="number of images")
+    p.add_argument("--digit", type=int, help="class to draw (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+
+    p = sub.add_parser("reconstruct", help="a PNG of inputs beside their reconstructions")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--out", required=True, help="PNG file to write")
+
+    p = sub.add_parser("report", help="all pictures of a run, with an index.html")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
+    p.add_argument("--iwae-samples", type=int, default=200, help="k for the OOD histogram's log p(x)")
+
+    p = sub.add_parser("export", help="SavedModel (TF Serving), TFLite and ONNX decoders, verified",
+                       description="Writes DIR/serving/<version>/ (SavedModel), DIR/decoder_float32.tflite, "
+                       "decoder_float16.tflite, decoder_dynamic_int8.tflite, decoder_int8.tflite, "
+                       "DIR/decoder.onnx and DIR/manifest.json; every artifact is checked against the TF "
+                       "decoder and the export fails past its tolerance.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output directory, e.g. saved_models/mnist_vae")
+    p.add_argument("--version", type=int, help="serving version number (default: next free one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    return parser
+
+
+def _run_config_from_args(args):
+    from vae_tf.config import RunConfig, apply_preset
+
+    run_config = apply_preset(args.preset or "default")
+    if args.config:
+        file_config = RunConfig.load(args.config)
+        run_config = RunConfig(model=file_config.model, train=file_config.train)
+    model_changes = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
+    train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
+    return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))
+
+
+def _eval_split(run_config, spec, split):
+    """Images (preprocessed for evaluation) and labels of one split of `spec`."""
+    from vae_tf.data import eval_images, load_splits
+
+    t = run_config.train
+    splits = load_splits(
+        spec or t.data, validation_fraction=t.validation_fraction, split_seed=t.split_seed,
+        data_dir=t.data_dir, manual_dir=t.manual_dir,
+    )
+    images = getattr(splits, f"{split}_images")
+    labels = getattr(splits, f"{split}_labels")
+    note = None
+    if split == "test" and not splits.has_test_split:
+        note = f"{spec or t.data} has no test split: using its held-out slice of {len(images)} images"
+    return eval_images(images, t.preprocessing), labels, note
+
+
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from vae_tf import plots
+    from vae_tf.training import train
+
+    run_config = _run_config_from_args(args)
+    result = train(run_config, args.out, resume=args.resume)
+    model, history = result.model, result.history
+    last = {k: v[-1] for k, v in history["history"].items()}
+    print(
+        f"trained {len(history['history'].get('epoch', []))} epochs at "
+        f"{history['images_per_second']:.0f} images/s; validation -ELBO "
+        f"{-last.get('val_elbo', float('nan')):.2f} nats"
+    )
+    if not args.no_pictures:
+        cfg = model.config
+        label = np.arange(64) % cfg.num_classes if cfg.conditional else None
+        plots.save_grid(
+            model.sample(64, seed=0, label=label).numpy(), os.path.join(args.out, "samples.png"),
+            "samples from the prior" + (" (row i: digit i % 10)" if cfg.conditional else ""), ncols=8 if not cfg.conditional else 10,
+        )
+        splits = result.datasets.splits
+        x = splits.validation_images[:16]
+        y = splits.validation_labels[:16] if cfg.conditional else None
+        plots.save_reconstructions(
+            x, model.reconstruct(x, y).numpy(), os.path.join(args.out, "reconstructions.png"),
+            "held-out digits (input) and their reconstructions",
+        )
+        print(f"pictures: {os.path.join(args.out, 'samples.png')}, {os.path.join(args.out, 'reconstructions.png')}")
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from vae_tf.config import RunConfig
+    from vae_tf.evaluation import evaluate_likelihood
+    from vae_tf.training import load
+
+    model = load(args.run_dir)
+    run_config = RunConfig.load(os.path.join(args.run_dir, "config.json"))
+    images, labels, note = _eval_split(run_config, args.data, args.split)
+    if args.max_images:
+        images, labels = images[: args.max_images], labels[: args.max_images]
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    result = evaluate_likelihood(
+        model, images, labels, num_samples=args.iwae_samples, batch_size=args.batch_size, seed=args.seed,
+        progress=sys.stderr.isatty() and not args.json,
+    )
+    result.update(split=args.split, data=args.data or run_config.train.data)
+    if args.ood or args.ood_data:
+        from vae_tf.evaluation import ood_report
+
+        other = None
+        if args.ood_data:
+            other_images, _, _ = _eval_split(run_config, args.ood_data, args.split)
+            other = {args.ood_data: other_images[: len(images)]}
+        result["ood"] = ood_report(model, images, labels, other=other, num_samples=args.iwae_samples, seed=args.seed)
+    if not args.json:
+        print(
+            f"{result['data']} [{args.split}], {result['num_images']} images: "
+            f"-ELBO {result['neg_elbo']:.2f} ± {result['neg_elbo_stderr']:.2f} nats, "
+            f"IWAE NLL (k={args.iwae_samples}) {result['iwae_nll']:.2f} ± {result['iwae_nll_stderr']:.2f} nats"
+        )
+        for name, r in result.get("ood", {}).get("sources", {}).items():
+            print(f"  OOD {name}: mean log p(x) {r['mean_log_prob']:.1f} nats, AUROC {r['auroc']:.3f}")
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from vae_tf import plots
+
+    if args.num <= 0:
+        raise ValueError(f"--num must be positive, got {args.num}.")
+    if (args.run_dir is None) == (args.model is None):
+        raise ValueError("give either a RUN_DIR or --model EXPORTED_DIR.")
+    if args.model:
+        from vae_tf.export import load_exported
+
+        images = load_exported(args.model).sample(args.num, seed=args.seed, label=args.digit)
+        conditional = args.digit is not None
+    else:
+        from vae_tf.training import load
+
+        model = load(args.run_dir)
+        conditional = model.config.conditional
+        if args.digit is not None and not conditional:
+            raise ValueError("--digit needs a conditional model (train with --conditional).")
+        label = None
+        if conditional:
+            label = args.digit if args.digit is not None else np.arange(args.num) % model.config.num_classes
+            if not 0 <= np.min(label) <= np.max(label) < model.config.num_classes:
+                raise ValueError(f"--digit must be in [0, {model.config.num_classes}), got {args.digit}.")
+        images = model.sample(args.num, seed=args.seed, label=label).numpy()
+    title = f"{args.num} samples" + (f" of digit {args.digit}" if args.digit is not None else "")
+    plots.save_grid(np.asarray(images), args.out, title)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from vae_tf import plots
+    from vae_tf.config import RunConfig
+    from vae_tf.training import load
+
+    model = load(args.run_dir)
+    run_config = RunConfig.load(os.path.join(args.run_dir, "config.json"))
+    images, labels, _ = _eval_split(run_config, args.data, args.split)
+    x, y = images[: args.num], labels[: args.num]
+    recon = model.reconstruct(x, y if model.config.conditional else None).numpy()
+    plots.save_reconstructions(x, recon, args.out, "inputs and their reconstructions")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from vae_tf.report import write_report
+
+    index = write_report(args.run_dir, data=args.data, num_samples=args.iwae_samples)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from vae_tf.export import export_run
+
+    manifest = export_run(args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset)
+    for name, entry in manifest["artifacts"].items():
+        print(f"  {name}: {entry['size_bytes'] / 1024:.0f} KiB, max |diff| vs TF {entry['max_abs_diff']:.2e}")
+    print(f"exported to {args.out}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "report": cmd_report,
+    "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vae_tf.config import UserError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        print(f"vae-tf: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

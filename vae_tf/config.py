@@ -1,0 +1,354 @@
+"""Configuration dataclasses: what the model is (`VAEConfig`) and how it is trained
+(`TrainConfig`), each round-tripping through plain dicts and JSON.
+
+A run directory stores both in `config.json` as
+`{"format_version": 1, "model": {...}, "train": {...}}` (see `RunConfig`).
+Presets are plain data: a name mapped to field overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+FORMAT_VERSION = 1
+
+ARCHITECTURES = ("mlp", "conv", "resnet")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+POSTERIORS = ("diag", "full", "iaf")
+PRIORS = ("normal", "mog", "vamp")
+PREPROCESSING = ("dynamic", "static", "continuous")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class UserError(Exception):
+    """Base of the errors caused by what a user passed in (a file, a flag, a value).
+
+    The CLI prints their message without a traceback (unless --debug)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that cannot be used; the message names the field."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not supported; choose one of {', '.join(choices)}.")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value!r} must be {bound}.")
+
+
+def _from_dict(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown {where} key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}."
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Everything that defines a VAE's architecture and objective.
+
+    Args:
+        image_shape: (H, W, C) of the images, pixels in [0, 1]. Defaults to (28, 28, 1).
+        latent_dim: size D of the latent z. Defaults to 32.
+        architecture: encoder/decoder body: "mlp", "conv" (strided convolutions) or
+            "resnet" (convolutions with residual blocks). Defaults to "resnet".
+        hidden_units: widths of the MLP hidden layers (encoder order; the decoder
+            mirrors them). Used by "mlp".
+        conv_filters: filters of the stride-2 convolution stages (encoder order; the
+            decoder mirrors them). Used by "conv" and "resnet".
+        dense_units: width of the dense layer between the convolutions and the latent
+            (0 for none). Used by "conv" and "resnet".
+        kernel_size: convolution kernel size.
+        blocks_per_stage: residual blocks after each stride-2 stage ("resnet").
+        activation: hidden activation, any tf_keras activation name.
+        dropout: dropout rate inside the encoder (regularizes small datasets).
+        likelihood: p(x|z): "bernoulli" (binarized pixels), "gaussian"
+            (N(f(z), gaussian_sigma^2 I)) or "continuous_bernoulli" ([0, 1] pixels).
+        gaussian_sigma: pixel standard deviation of the Gaussian likelihood.
+        posterior: q(z|x): "diag" (IndependentNormal), "full" (MultivariateNormalTriL)
+            or "iaf" (diagonal Gaussian followed by an inverse autoregressive flow).
+        flow_layers: number of IAF steps ("iaf").
+        flow_hidden_units: hidden width of each IAF step's MADE network.
+        prior: p(z): "normal" (N(0, I)), "mog" (learned mixture of Gaussians) or
+            "vamp" (VampPrior: mixture of posteriors at learned pseudo-inputs).
+        prior_components: mixture components of "mog" / pseudo-inputs of "vamp".
+        conditional: condition encoder and decoder on the integer label.
+        num_classes: number of labels of a conditional model.
+        beta: weight of the KL term (beta-VAE; 1 is the ELBO).
+        kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over this many
+            optimizer steps (0 disables warm-up).
+        free_bits: minimum KL in nats per image that the loss charges (0 disables).
+        iwae_samples: k latent samples per image in the training objective: 1 is the
+            ELBO, k > 1 the importance-weighted bound (IWAE).
+    """
+
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    latent_dim: int = 32
+    architecture: str = "resnet"
+    hidden_units: tuple[int, ...] = (512, 256)
+    conv_filters: tuple[int, ...] = (32, 64)
+    dense_units: int = 256
+    kernel_size: int = 3
+    blocks_per_stage: int = 1
+    activation: str = "swish"
+    dropout: float = 0.0
+    likelihood: str = "bernoulli"
+    gaussian_sigma: float = 0.1
+    posterior: str = "diag"
+    flow_layers: int = 2
+    flow_hidden_units: int = 128
+    prior: str = "normal"
+    prior_components: int = 16
+    conditional: bool = False
+    num_classes: int = 10
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+    iwae_samples: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
+        if len(self.image_shape) != 3 or min(self.image_shape) <= 0:
+            raise ConfigError(f"image_shape={self.image_shape!r} must be three positive sizes (H, W, C).")
+        _check_positive("latent_dim", self.latent_dim)
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("posterior", self.posterior, POSTERIORS)
+        _check_choice("prior", self.prior, PRIORS)
+        if self.architecture == "mlp":
+            if not self.hidden_units:
+                raise ConfigError("hidden_units must name at least one layer width for architecture='mlp'.")
+            for u in self.hidden_units:
+                _check_positive("hidden_units", u)
+        else:
+            if not self.conv_filters:
+                raise ConfigError(f"conv_filters must name at least one stage for architecture={self.architecture!r}.")
+            for f in self.conv_filters:
+                _check_positive("conv_filters", f)
+            stride = 2 ** len(self.conv_filters)
+            h, w, _ = self.image_shape
+            if h % stride or w % stride:
+                raise ConfigError(
+                    f"image_shape {self.image_shape} is not divisible by 2**len(conv_filters) = {stride}; "
+                    f"use fewer conv_filters stages or architecture='mlp'."
+                )
+        _check_positive("dense_units", self.dense_units, allow_zero=True)
+        _check_positive("kernel_size", self.kernel_size)
+        _check_positive("blocks_per_stage", self.blocks_per_stage, allow_zero=True)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1).")
+        _check_positive("gaussian_sigma", self.gaussian_sigma)
+        _check_positive("flow_layers", self.flow_layers)
+        _check_positive("flow_hidden_units", self.flow_hidden_units)
+        _check_positive("prior_components", self.prior_components)
+        _check_positive("num_classes", self.num_classes)
+        _check_positive("beta", self.beta, allow_zero=True)
+        _check_positive("kl_warmup_steps", self.kl_warmup_steps, allow_zero=True)
+        _check_positive("free_bits", self.free_bits, allow_zero=True)
+        _check_positive("iwae_samples", self.iwae_samples)
+        if self.prior == "vamp" and self.conditional:
+            raise ConfigError(
+                "prior='vamp' places pseudo-inputs without labels and cannot be combined with "
+                "conditional=True; use prior='mog' or 'normal' for a conditional model."
+            )
+        try:
+            import tf_keras
+
+            tf_keras.activations.get(self.activation)
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"activation={self.activation!r} is not a tf_keras activation ({err}).") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VAEConfig":
+        return _from_dict(cls, data, "model config")
+
+    def replace(self, **changes) -> "VAEConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a VAE is trained.
+
+    Args:
+        data: dataset spec: "bundled", "tfds:NAME", "idx:DIR" or "npz:FILE".
+        preprocessing: "dynamic" (fresh Bernoulli draw per use), "static"
+            (binarized once with `seed`) or "continuous" ([0, 1] grey levels).
+        epochs: passes over the training split.
+        batch_size: global batch size (split across replicas).
+        learning_rate: peak Adam learning rate.
+        lr_schedule: "constant" or "cosine" (decay to 1% over all steps).
+        weight_decay: decoupled weight decay (AdamW) per step; 0 for Adam.
+        validation_fraction: share of the training split held out where the source
+            has no validation split.
+        split_seed: seed of the held-out split (kept apart from `seed` so that runs
+            with different seeds evaluate on the same held-out digits).
+        seed: seed of initialization, shuffling, binarization and latent sampling.
+        mixed_precision: train in mixed_float16 (GPU); heads stay float32.
+        jit_compile: compile the train step with XLA.
+        steps_per_execution: train steps per call into the compiled function.
+        deterministic: enable TensorFlow op determinism (bit-identical reruns).
+        data_dir: TFDS data directory.
+        manual_dir: TFDS manual download directory.
+    """
+
+    data: str = "bundled"
+    preprocessing: str = "dynamic"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    seed: int = 0
+    mixed_precision: bool = False
+    jit_compile: bool = True
+    steps_per_execution: int = 8
+    deterministic: bool = False
+    data_dir: str | None = None
+    manual_dir: str | None = None
+
+    def __post_init__(self):
+        _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_positive("epochs", self.epochs)
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("learning_rate", self.learning_rate)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("steps_per_execution", self.steps_per_execution)
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction={self.validation_fraction!r} must be in [0, 1).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, data, "train config")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The model and training configuration of one run, as stored in `config.json`."""
+
+    model: VAEConfig = dataclasses.field(default_factory=VAEConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("a run config must be a JSON object with 'model' and 'train'.")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                f"config format_version {version!r} is not supported by this vae-tf "
+                f"(expects {FORMAT_VERSION}); retrain with this version or install the one that wrote it."
+            )
+        unknown = sorted(set(data) - {"format_version", "model", "train"})
+        if unknown:
+            raise ConfigError(f"unknown run config key(s) {', '.join(unknown)}; expected 'model' and 'train'.")
+        return cls(
+            model=VAEConfig.from_dict(data.get("model", {})),
+            train=TrainConfig.from_dict(data.get("train", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config is not valid JSON: {err}.") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RunConfig":
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {os.fspath(path)!r} does not exist.")
+        with open(path) as f:
+            return cls.from_json(f.read())
+
+
+# Presets are field overrides on top of the defaults: {"model": {...}, "train": {...}}.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The default configuration, named.
+    "default": {"model": {}, "train": {}},
+    # pytorch/examples VAE: MLP 784-400-20, batch 128.
+    "mlp": {
+        "model": {"architecture": "mlp", "hidden_units": (400,), "latent_dim": 20, "activation": "relu"},
+        "train": {"lr_schedule": "constant"},
+    },
+    # keras.io VAE network (conv 32/64 stride 2, dense 16) with latent 16.
+    "conv-small": {
+        "model": {
+            "architecture": "conv", "conv_filters": (32, 64), "dense_units": 16, "latent_dim": 16,
+            "activation": "relu",
+        },
+        "train": {"lr_schedule": "constant"},
+    },
+    # The best combination found by benchmarks/ (see README "Results").
+    "best": {
+        "model": {"posterior": "iaf", "prior": "mog", "kl_warmup_steps": 2000, "iwae_samples": 1},
+        "train": {"epochs": 200},
+    },
+}
+
+
+def apply_preset(name: str, model: VAEConfig | None = None, train: TrainConfig | None = None) -> RunConfig:
+    """Returns the defaults (or the given configs) with the preset's overrides applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    preset = PRESETS[name]
+    model = (model or VAEConfig()).replace(**preset.get("model", {}))
+    train = (train or TrainConfig()).replace(**preset.get("train", {}))
+    return RunConfig(model=model, train=train)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to a temporary file beside `path`, then renames it into place."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

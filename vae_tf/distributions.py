@@ -1,0 +1,222 @@
+"""Distribution heads and priors, built from TensorFlow Probability.
+
+- posterior head q(z|x): `tfp.layers.IndependentNormal` (diagonal Gaussian) or
+  `tfp.layers.MultivariateNormalTriL` (full covariance), optionally followed by an
+  inverse autoregressive flow (`InverseAutoregressiveFlow`);
+- likelihood head p(x|z): Bernoulli, Gaussian N(sigmoid(f(z)), sigma^2 I) or continuous
+  Bernoulli over the whole image (event shape [H, W, C]);
+- prior p(z): N(0, I) or a learned mixture of Gaussians (`MixturePrior`). The
+  VampPrior is assembled by the model, since it runs the encoder on pseudo-inputs.
+
+Every head converts to its mean (`convert_to_tensor_fn=mean`), never to a sample, so
+that a head used as a tensor is deterministic; code asks heads for `log_prob`,
+`sample` and `mean` explicitly.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from vae_tf.config import VAEConfig
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+tfpl = tfp.layers
+
+
+def posterior_params_size(config: VAEConfig) -> int:
+    """Width of the dense layer that feeds the posterior head."""
+    if config.posterior == "full":
+        return tfpl.MultivariateNormalTriL.params_size(config.latent_dim)
+    return tfpl.IndependentNormal.params_size(config.latent_dim)
+
+
+def make_posterior_head(config: VAEConfig) -> keras.layers.Layer:
+    """params [B, posterior_params_size] -> a Gaussian over z with event shape [D].
+
+    For "iaf" this is the Gaussian the flow starts from.
+    """
+    if config.posterior == "full":
+        return tfpl.MultivariateNormalTriL(
+            config.latent_dim, convert_to_tensor_fn=tfd.Distribution.mean, dtype="float32", name="posterior"
+        )
+    return tfpl.IndependentNormal(
+        config.latent_dim, convert_to_tensor_fn=tfd.Distribution.mean, dtype="float32", name="posterior"
+    )
+
+
+def reparameterize(q: tfd.Distribution, eps: tf.Tensor) -> tf.Tensor:
+    """z = mu + sigma * eps for a Gaussian head (z = mu + L eps for full covariance).
+
+    Args:
+        q: a posterior from `make_posterior_head`, batch shape [B], event shape [D].
+        eps: standard normal noise [..., B, D].
+
+    Returns:
+        z [..., B, D], differentiable with respect to the parameters of q.
+    """
+    # tfp.layers wrap their output in a tensor-coercible proxy; look through it.
+    q = getattr(q, "tensor_distribution", q)
+    if isinstance(q, tfd.Independent):
+        normal = q.distribution
+        return normal.loc + normal.scale * eps
+    return q.loc + q.scale.matvec(eps)
+
+
+def standard_normal(config: VAEConfig) -> tfd.Distribution:
+    """N(0, I) over [D], of the family TFP pairs with the posterior for an analytic KL."""
+    zeros = tf.zeros([config.latent_dim])
+    if config.posterior == "full":
+        return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
+    return tfd.Independent(tfd.Normal(zeros, 1.0), reinterpreted_batch_ndims=1)
+
+
+class IAFStep(keras.layers.Layer):
+    """One inverse autoregressive flow step, z' = (z - m(z)) * exp(-s(z)), with m and
+    s from a MADE network (`tfb.AutoregressiveNetwork`), so sampling and the density of
+    one's own samples both take a single parallel pass.
+
+    The log-scale is soft-clipped to (-3, 3) to keep early training stable.
+    """
+
+    def __init__(self, latent_dim: int, hidden_units: int, activation: str = "swish", **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.latent_dim = latent_dim
+        self.hidden_units = hidden_units
+        self.activation = activation
+        self.made = tfb.AutoregressiveNetwork(
+            params=2,
+            event_shape=[latent_dim],
+            hidden_units=[hidden_units, hidden_units],
+            activation=activation,
+            kernel_initializer=keras.initializers.VarianceScaling(0.01),
+            dtype="float32",
+        )
+
+    def build(self, input_shape):
+        self.made.build(input_shape)
+        super().build(input_shape)
+
+    def _shift_and_log_scale(self, z):
+        shift, log_scale = tf.unstack(self.made(z), axis=-1)
+        return shift, 3.0 * tf.tanh(log_scale / 3.0)
+
+    def bijector(self) -> tfb.Bijector:
+        return tfb.Invert(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=self._shift_and_log_scale))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(latent_dim=self.latent_dim, hidden_units=self.hidden_units, activation=self.activation)
+        return config
+
+
+class InverseAutoregressiveFlow(keras.layers.Layer):
+    """A stack of `IAFStep`s with order reversals between them (Kingma et al., 2016).
+
+    `bijector()` maps the base posterior sample z0 [..., D] to z [..., D]; its
+    `forward_log_det_jacobian(z0, event_ndims=1)` is computed in the same parallel pass.
+    """
+
+    def __init__(self, latent_dim: int, num_steps: int, hidden_units: int, activation: str = "swish", **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.latent_dim = latent_dim
+        self.num_steps = num_steps
+        self.hidden_units = hidden_units
+        self.activation = activation
+        self.steps = [
+            IAFStep(latent_dim, hidden_units, activation, name=f"iaf_step_{i}") for i in range(num_steps)
+        ]
+
+    def build(self, input_shape):
+        for step in self.steps:
+            step.build(input_shape)
+        super().build(input_shape)
+
+    def bijector(self) -> tfb.Bijector:
+        reverse = tfb.Permute(list(reversed(range(self.latent_dim))))
+        parts = []
+        for i, step in enumerate(self.steps):
+            if i:
+                parts.append(reverse)
+            parts.append(step.bijector())
+        # tfb.Chain applies its list from last to first.
+        return tfb.Chain(list(reversed(parts)))
+
+    def call(self, z0):
+        return self.bijector().forward(z0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            latent_dim=self.latent_dim, num_steps=self.num_steps,
+            hidden_units=self.hidden_units, activation=self.activation,
+        )
+        return config
+
+
+class MixturePrior(keras.layers.Layer):
+    """Learned prior: a mixture of K diagonal Gaussians over [D] (locations, scales and
+    weights are trainable). `call()` returns the `tfd.MixtureSameFamily`."""
+
+    def __init__(self, latent_dim: int, num_components: int, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.latent_dim = latent_dim
+        self.num_components = num_components
+
+    def build(self, input_shape=None):
+        self.locs = self.add_weight(
+            "locs", shape=[self.num_components, self.latent_dim],
+            initializer=keras.initializers.RandomNormal(stddev=1.0),
+        )
+        # softplus(0.5413) = 1: components start as unit Gaussians.
+        self.raw_scales = self.add_weight(
+            "raw_scales", shape=[self.num_components, self.latent_dim],
+            initializer=keras.initializers.Constant(0.5413),
+        )
+        self.logits = self.add_weight("logits", shape=[self.num_components], initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs=None):
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=self.logits),
+            components_distribution=tfd.MultivariateNormalDiag(
+                loc=self.locs, scale_diag=tf.nn.softplus(self.raw_scales) + 1e-4
+            ),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(latent_dim=self.latent_dim, num_components=self.num_components)
+        return config
+
+
+def _bernoulli(logits):
+    return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
+
+
+def _continuous_bernoulli(logits):
+    return tfd.Independent(tfd.ContinuousBernoulli(logits=logits), reinterpreted_batch_ndims=3)
+
+
+class _Gaussian:
+    """N(sigmoid(logits), sigma^2) per pixel; a class, not a lambda, so it is named."""
+
+    def __init__(self, sigma: float):
+        self.sigma = sigma
+
+    def __call__(self, logits):
+        return tfd.Independent(tfd.Normal(tf.sigmoid(logits), self.sigma), reinterpreted_batch_ndims=3)
+
+
+def make_likelihood_head(config: VAEConfig) -> keras.layers.Layer:
+    """logits [B, H, W, C] -> p(x|z) with event shape [H, W, C] (log_prob in nats per image)."""
+    make = {
+        "bernoulli": _bernoulli,
+        "continuous_bernoulli": _continuous_bernoulli,
+        "gaussian": _Gaussian(config.gaussian_sigma),
+    }[config.likelihood]
+    return tfpl.DistributionLambda(
+        make, convert_to_tensor_fn=tfd.Distribution.mean, dtype="float32", name="likelihood"
+    )

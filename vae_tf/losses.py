@@ -1,0 +1,66 @@
+"""Pure pieces of the VAE objectives. Every function works per example: inputs and
+outputs are in nats, shaped [B] (or [k, B] for k latent samples per image), and the
+caller averages over the (global) batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def kl_weight(step: tf.Tensor, beta: float, warmup_steps: int) -> tf.Tensor:
+    """The KL weight at optimizer step `step`: `beta`, ramped linearly from 0 over
+    `warmup_steps` steps when warm-up is on (Bowman et al., 2016; Sonderby et al., 2016)."""
+    if warmup_steps <= 0:
+        return tf.constant(beta, tf.float32)
+    ramp = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup_steps))
+    return beta * ramp
+
+
+def apply_free_bits(kl: tf.Tensor, free_bits: float) -> tf.Tensor:
+    """KL charged by the loss: max(kl, free_bits) per image, so the optimizer gains
+    nothing from pushing an image's KL below `free_bits` nats (Kingma et al., 2016)."""
+    if free_bits <= 0:
+        return kl
+    return tf.maximum(kl, free_bits)
+
+
+def log_mean_exp(log_w: tf.Tensor, axis: int = 0) -> tf.Tensor:
+    """log(mean(exp(log_w))) along `axis`, computed stably."""
+    k = tf.cast(tf.shape(log_w)[axis], log_w.dtype)
+    return tf.reduce_logsumexp(log_w, axis=axis) - tf.math.log(k)
+
+
+def negative_elbo(log_px_z: tf.Tensor, kl: tf.Tensor, kl_scale: tf.Tensor | float = 1.0) -> tf.Tensor:
+    """-ELBO = E_q[-log p(x|z)] + kl_scale * KL(q(z|x) || p(z)).
+
+    Args:
+        log_px_z: log p(x|z) [k, B] for k posterior samples per image.
+        kl: KL per image [B] (analytic, or a Monte Carlo estimate).
+        kl_scale: weight on the KL (beta, warm-up).
+
+    Returns:
+        [B] nats per image.
+    """
+    return -tf.reduce_mean(log_px_z, axis=0) + kl_scale * kl
+
+
+def iwae_log_weights(log_px_z, log_pz, log_qz, kl_scale=1.0):
+    """log w = log p(x|z) + kl_scale * (log p(z) - log q(z|x)), each [k, B].
+
+    With kl_scale = 1 these are the importance weights of the IWAE bound.
+    """
+    return log_px_z + kl_scale * (log_pz - log_qz)
+
+
+def iwae_bound(log_w: tf.Tensor) -> tf.Tensor:
+    """The importance-weighted bound log (1/k) sum_i w_i [B] from log weights [k, B]
+    (Burda et al., 2016); k = 1 gives the ELBO, k -> inf gives log p(x)."""
+    return log_mean_exp(log_w, axis=0)
+
+
+def bits_per_dim(nats_per_image: float, num_pixels: int) -> float:
+    """Converts nats per image to bits per pixel."""
+    return nats_per_image / (num_pixels * math.log(2.0))

@@ -1,0 +1,387 @@
+"""The VAE: one `tf_keras.Model` whose options (likelihood, posterior, prior,
+conditioning, objective) are all configuration (`VAEConfig`).
+
+Shapes: images x [B, H, W, C] with pixels in [0, 1]; labels [B] int; latents z
+[..., B, D]. Log-densities, KLs and losses are in nats per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from vae_tf import losses
+from vae_tf.config import VAEConfig
+from vae_tf.distributions import (
+    InverseAutoregressiveFlow,
+    MixturePrior,
+    make_likelihood_head,
+    make_posterior_head,
+    posterior_params_size,
+    reparameterize,
+    standard_normal,
+)
+from vae_tf.networks import build_decoder_body, build_encoder_body
+
+tfd = tfp.distributions
+
+
+@keras.utils.register_keras_serializable(package="vae_tf")
+class VAE(keras.Model):
+    """Variational autoencoder with TFP distribution heads and a custom ELBO train step.
+
+    An encoder maps an image x to q(z|x); a latent is drawn as z = mu + sigma * eps
+    (the reparameterization trick); a decoder maps z to p(x|z). Training maximizes
+    ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (or the IWAE bound when
+    `config.iwae_samples > 1`). `fit` and `evaluate` report `loss`, `reconstruction`
+    (E_q[-log p(x|z)]), `kl` and `elbo`, in nats per image.
+
+    Data for `fit`/`evaluate`: batches of `(images, labels)`; labels are used only by
+    a conditional model.
+
+    Args:
+        config: `VAEConfig` (or its dict). Defaults to `VAEConfig()`.
+        noise_seed: int. Seed of the training noise eps. Training noise is a stateless
+            function of (noise_seed, step, position in the global batch), so results
+            do not depend on the number of replicas. Defaults to 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from vae_tf import VAE, VAEConfig
+    >>> model = VAE(VAEConfig(architecture="mlp", hidden_units=(64,), latent_dim=2))
+    >>> model.compile(optimizer="adam")
+    >>> x = (np.random.default_rng(0).random((8, 28, 28, 1)) > 0.5).astype("float32")
+    >>> history = model.fit(x, epochs=1, batch_size=4, verbose=0)
+    >>> model.sample(3, seed=1).shape
+    TensorShape([3, 28, 28, 1])
+    >>> model.log_prob(x[:2], num_samples=10).shape
+    TensorShape([2])
+    """
+
+    def __init__(self, config: VAEConfig | dict | None = None, noise_seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = VAEConfig()
+        elif isinstance(config, dict):
+            config = VAEConfig.from_dict(config)
+        self.config = config
+        self.noise_seed = int(noise_seed)
+        c = config
+
+        # === Layers ===
+        self.encoder_body = build_encoder_body(c)
+        self.posterior_params = keras.layers.Dense(posterior_params_size(c), dtype="float32", name="posterior_params")
+        self.posterior_head = make_posterior_head(c)
+        self.flow = (
+            InverseAutoregressiveFlow(c.latent_dim, c.flow_layers, c.flow_hidden_units, c.activation, name="iaf")
+            if c.posterior == "iaf"
+            else None
+        )
+        self.decoder_body = build_decoder_body(c)
+        self.likelihood_head = make_likelihood_head(c)
+        self.mixture_prior = (
+            MixturePrior(c.latent_dim, c.prior_components, name="mog_prior") if c.prior == "mog" else None
+        )
+        if c.prior == "vamp":
+            # VampPrior pseudo-inputs, stored as logits so that sigmoid keeps them in [0, 1].
+            self.pseudo_input_logits = self.add_weight(
+                "pseudo_input_logits",
+                shape=[c.prior_components, *c.image_shape],
+                initializer=keras.initializers.RandomNormal(stddev=0.1),
+                dtype="float32",
+            )
+
+        # === Metrics ===
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+
+        self._build_weights()
+
+    # === Building blocks ===
+
+    def _build_weights(self):
+        """Creates every variable now, so weights load right after construction."""
+        c = self.config
+        x = tf.zeros([1, *c.image_shape])
+        label = tf.zeros([1], tf.int32) if c.conditional else None
+        q = self._posterior_base(x, label)
+        z = q.mean()
+        if self.flow is not None:
+            self.flow.build(z.shape)
+            z = self.flow(z)
+        self.decode(z, label)
+        self.prior()
+
+    def _check_images(self, x) -> tf.Tensor:
+        x = tf.convert_to_tensor(x)
+        if x.dtype != tf.float32:
+            x = tf.cast(x, tf.float32)
+        expected = tuple(self.config.image_shape)
+        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images of shape [batch, {', '.join(map(str, expected))}] with pixels in [0, 1], "
+                f"got shape {list(x.shape)}."
+            )
+        return x
+
+    def _labels(self, label, batch_shape) -> tf.Tensor | None:
+        """One-hot labels [..., K] broadcast to `batch_shape`, or None if unconditional."""
+        if not self.config.conditional:
+            return None
+        if label is None:
+            raise ValueError(
+                f"this model is conditional on {self.config.num_classes} classes: pass `label` "
+                f"(an int or an int array of shape [batch])."
+            )
+        label = tf.convert_to_tensor(label)
+        if not label.dtype.is_integer:
+            raise ValueError(f"label must be an integer class in [0, {self.config.num_classes}), got {label.dtype.name}.")
+        one_hot = tf.one_hot(tf.cast(label, tf.int32), self.config.num_classes, dtype=tf.float32)
+        return tf.broadcast_to(one_hot, tf.concat([batch_shape, [self.config.num_classes]], 0))
+
+    def _posterior_base(self, x, label=None, training=False) -> tfd.Distribution:
+        """The Gaussian head q0(z|x): batch shape [B], event shape [D]."""
+        h = tf.cast(self.encoder_body(x, training=training), tf.float32)
+        one_hot = self._labels(label, tf.shape(h)[:1])
+        if one_hot is not None:
+            h = tf.concat([h, one_hot], axis=-1)
+        return self.posterior_head(self.posterior_params(h))
+
+    def _sample_posterior(self, x, label, eps, training=False):
+        """Reparameterized posterior samples and their log-density.
+
+        Args:
+            x: images [B, H, W, C].
+            eps: standard normal noise [k, B, D].
+
+        Returns:
+            (q0, z [k, B, D], log q(z|x) [k, B]) where q0 is the Gaussian head.
+        """
+        q0 = self._posterior_base(x, label, training)
+        z0 = reparameterize(q0, eps)
+        log_q = q0.log_prob(z0)
+        if self.flow is None:
+            return q0, z0, log_q
+        flow = self.flow.bijector()
+        z = flow.forward(z0)
+        return q0, z, log_q - flow.forward_log_det_jacobian(z0, event_ndims=1)
+
+    # === Public API ===
+
+    def encode(self, x, label=None, training=False) -> tfd.Distribution:
+        """q(z|x): a distribution with batch shape [B] and event shape [D].
+
+        Diagonal or full-covariance Gaussian; for `posterior="iaf"` the Gaussian pushed
+        through the flow (a `tfd.TransformedDistribution`).
+        """
+        q0 = self._posterior_base(self._check_images(x), label, training)
+        if self.flow is None:
+            return q0
+        return tfd.TransformedDistribution(q0, self.flow.bijector())
+
+    def encode_mean(self, x, label=None) -> tf.Tensor:
+        """A deterministic code for x [B, D]: the posterior mean (for "iaf", the flow
+        applied to the Gaussian's mean)."""
+        z = self._posterior_base(self._check_images(x), label).mean()
+        return z if self.flow is None else self.flow(z)
+
+    def decode(self, z, label=None, training=False) -> tfd.Distribution:
+        """p(x|z): batch shape [...], event shape [H, W, C], for latents z [..., D].
+
+        `.mean()` is the image in [0, 1]; `.log_prob(x)` is in nats per image.
+        """
+        z = tf.convert_to_tensor(z)
+        if z.dtype != tf.float32:
+            z = tf.cast(z, tf.float32)
+        if z.shape[-1] != self.config.latent_dim:
+            raise ValueError(f"expected latents of shape [..., {self.config.latent_dim}], got shape {list(z.shape)}.")
+        batch_shape = tf.shape(z)[:-1]
+        one_hot = self._labels(label, batch_shape)
+        if one_hot is not None:
+            z = tf.concat([z, one_hot], axis=-1)
+        flat = tf.reshape(z, [-1, z.shape[-1]])
+        logits = self.decoder_body(flat, training=training)
+        logits = tf.reshape(logits, tf.concat([batch_shape, self.config.image_shape], 0))
+        return self.likelihood_head(logits)
+
+    def prior(self) -> tfd.Distribution:
+        """p(z) over [D]: N(0, I), a learned mixture of Gaussians, or the VampPrior
+        (an equal mixture of the encoder's Gaussian heads at the pseudo-inputs)."""
+        if self.mixture_prior is not None:
+            return self.mixture_prior(None)
+        if self.config.prior == "vamp":
+            q = self._posterior_base(tf.sigmoid(self.pseudo_input_logits))
+            k = self.config.prior_components
+            return tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros([k])), q)
+        return standard_normal(self.config)
+
+    def sample(self, num_samples: int, seed=None, label=None, mean: bool = True) -> tf.Tensor:
+        """Images drawn from the model: z ~ p(z), then x from p(x|z).
+
+        Args:
+            num_samples: number of images n.
+            seed: int or a pair of ints (stateless); None draws fresh randomness.
+            label: class (int or [n] ints) for a conditional model.
+            mean: return the mean of p(x|z) (a clean image) rather than a pixel draw.
+
+        Returns:
+            images [n, H, W, C] in [0, 1].
+        """
+        if isinstance(seed, int):
+            seed = (seed, 0)
+        z_seed, x_seed = (None, None) if seed is None else tfp.random.split_seed(seed, n=2)
+        z = self.prior().sample(num_samples, seed=z_seed)
+        px = self.decode(z, label)
+        return px.mean() if mean else px.sample(seed=x_seed)
+
+    def reconstruct(self, x, label=None) -> tf.Tensor:
+        """Mean of p(x|z) at the posterior's deterministic code: [B, H, W, C] in [0, 1]."""
+        return self.decode(self.encode_mean(x, label), label).mean()
+
+    def call(self, inputs, training=False):
+        """`model(x)` or `model((x, label))` -> reconstruction [B, H, W, C]."""
+        x, label = inputs if isinstance(inputs, (tuple, list)) else (inputs, None)
+        return self.reconstruct(x, label)
+
+    def elbo(self, x, label=None, num_samples: int = 1, seed=0) -> tf.Tensor:
+        """Per-image ELBO [B] in nats, with `num_samples` posterior samples (and the
+        analytic KL where it exists)."""
+        x = self._check_images(x)
+        eps = tf.random.stateless_normal([num_samples, tf.shape(x)[0], self.config.latent_dim], seed=[seed, 0])
+        terms = self._terms(x, label, eps, training=False, kl_scale=1.0)
+        return terms["elbo"]
+
+    def log_prob(self, x, label=None, num_samples: int = 1000, seed: int = 0, max_latents_per_call: int = 8192):
+        """Importance-weighted estimate of log p(x) [B] in nats (Burda et al., 2016):
+        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x).
+
+        A lower bound on log p(x) that tightens as K grows; K=1 is the ELBO. The K
+        samples are processed in chunks of at most `max_latents_per_call` latents, so
+        large K fits in memory.
+        """
+        x = self._check_images(x)
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}.")
+        label_t = None if label is None else tf.convert_to_tensor(label, tf.int32)
+        batch = int(x.shape[0])
+        chunk = max(1, min(num_samples, max_latents_per_call // max(batch, 1)))
+        return self._log_prob_fn(x, label_t, tf.constant(num_samples), tf.constant(chunk), tf.constant(seed))
+
+    @tf.function(reduce_retracing=True)
+    def _log_prob_fn(self, x, label, num_samples, chunk, seed):
+        c = self.config
+        batch = tf.shape(x)[0]
+        q0 = self._posterior_base(x, label)
+        prior = self.prior()
+        flow = None if self.flow is None else self.flow.bijector()
+        num_chunks = (num_samples + chunk - 1) // chunk
+        running = tf.fill([batch], -math.inf)
+        for i in tf.range(num_chunks):
+            eps = tf.random.stateless_normal([chunk, batch, c.latent_dim], seed=tf.stack([seed, i]))
+            z0 = reparameterize(q0, eps)
+            log_q = q0.log_prob(z0)
+            z = z0
+            if flow is not None:
+                z = flow.forward(z0)
+                log_q -= flow.forward_log_det_jacobian(z0, event_ndims=1)
+            log_w = self.decode(z, label).log_prob(x) + prior.log_prob(z) - log_q
+            # Samples past num_samples in the last chunk get weight zero.
+            index = i * chunk + tf.range(chunk)
+            log_w = tf.where((index < num_samples)[:, None], log_w, -math.inf)
+            running = tf.reduce_logsumexp(tf.concat([running[None], log_w], 0), axis=0)
+        return running - tf.math.log(tf.cast(num_samples, tf.float32))
+
+    # === Objective ===
+
+    def _terms(self, x, label, eps, training, kl_scale):
+        """Per-image terms of the objective, each [B] in nats.
+
+        Returns a dict: `loss` (what is minimized), `reconstruction`
+        (E_q[-log p(x|z)]), `kl` (analytic if available, else Monte Carlo) and `elbo`.
+        """
+        c = self.config
+        q0, z, log_q = self._sample_posterior(x, label, eps, training)
+        prior = self.prior()
+        log_pz = prior.log_prob(z)
+        log_px_z = self.decode(z, label, training=training).log_prob(x)
+        if c.posterior != "iaf" and c.prior == "normal":
+            kl = tfd.kl_divergence(q0, prior)
+        else:
+            kl = tf.reduce_mean(log_q - log_pz, axis=0)
+        reconstruction = -tf.reduce_mean(log_px_z, axis=0)
+        elbo = -(reconstruction + kl)
+        if c.iwae_samples > 1:
+            log_w = losses.iwae_log_weights(log_px_z, log_pz, log_q, kl_scale)
+            loss = -losses.iwae_bound(log_w)
+        else:
+            loss = losses.negative_elbo(log_px_z, losses.apply_free_bits(kl, c.free_bits), kl_scale)
+        return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "elbo": elbo}
+
+    def _kl_scale(self):
+        return losses.kl_weight(self.optimizer.iterations, self.config.beta, self.config.kl_warmup_steps)
+
+    @staticmethod
+    def _unpack(data):
+        if isinstance(data, (tuple, list)):
+            x = data[0]
+            label = data[1] if len(data) > 1 else None
+        else:
+            x, label = data, None
+        return tf.cast(x, tf.float32), label
+
+    def _update_metrics(self, terms):
+        self.loss_tracker.update_state(terms["loss"])
+        self.reconstruction_tracker.update_state(terms["reconstruction"])
+        self.kl_tracker.update_state(terms["kl"])
+        self.elbo_tracker.update_state(terms["elbo"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def _training_noise(self, x):
+        """eps [k, b, D] for this replica's slice of the global batch.
+
+        The whole global batch's noise is drawn from (noise_seed, step) and each replica
+        takes its rows, so one device and N replicas see the same eps per image.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+        replicas = ctx.num_replicas_in_sync
+        b = tf.shape(x)[0]
+        seed = tf.stack([tf.cast(self.noise_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        eps = tf.random.stateless_normal([self.config.iwae_samples, b * replicas, self.config.latent_dim], seed=seed)
+        return eps[:, replica * b : (replica + 1) * b]
+
+    def train_step(self, data):
+        x, label = self._unpack(data)
+        with tf.GradientTape() as tape:
+            terms = self._terms(x, label, self._training_noise(x), training=True, kl_scale=self._kl_scale())
+            # Mean over the global batch: gradients summed across replicas are then
+            # those of the global-batch mean, whatever the replica count.
+            loss = tf.nn.compute_average_loss(terms["loss"])
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses)) if self.losses else 0.0
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self._update_metrics(terms)
+
+    def test_step(self, data):
+        x, label = self._unpack(data)
+        eps = tf.random.normal([self.config.iwae_samples, tf.shape(x)[0], self.config.latent_dim])
+        terms = self._terms(x, label, eps, training=False, kl_scale=self._kl_scale())
+        return self._update_metrics(terms)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker]
+
+    # === Config ===
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "noise_seed": self.noise_seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,148 @@
+"""Encoder and decoder bodies: the deterministic networks between an image and the
+distribution heads.
+
+    encoder body: x [B, H, W, C] in [0, 1]  ->  features [B, F]
+    decoder body: z [B, D] (concatenated with a one-hot label when conditional)
+                  ->  logits [B, H, W, C], float32
+
+Three families, chosen by `VAEConfig.architecture`: "mlp", "conv" (stride-2
+convolutions) and "resnet" (the same with residual blocks after each stage).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tf_keras as keras
+
+from vae_tf.config import VAEConfig
+
+
+@keras.utils.register_keras_serializable(package="vae_tf")
+class ResidualBlock(keras.layers.Layer):
+    """Pre-activation residual block: x + conv(act(conv(act(x)))), shape-preserving.
+
+    Args:
+        filters: int. Channels of the input and output.
+        kernel_size: int. Convolution kernel size. Defaults to 3.
+        activation: str. Activation name. Defaults to "swish".
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, activation: str = "swish", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.activation = activation
+        self._act = keras.activations.get(activation)
+        self.conv1 = keras.layers.Conv2D(filters, kernel_size, padding="same", dtype=self.dtype_policy)
+        # Zero-initialized last conv: each block starts as the identity, which keeps
+        # deep stacks stable in the first steps.
+        self.conv2 = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", kernel_initializer="zeros", dtype=self.dtype_policy
+        )
+
+    def call(self, x):
+        h = self.conv1(self._act(x))
+        h = self.conv2(self._act(h))
+        return x + h
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, activation=self.activation)
+        return config
+
+
+def build_encoder_body(config: VAEConfig) -> keras.Sequential:
+    """Image [B, H, W, C] -> features [B, F] (F = last hidden width or flattened conv map)."""
+    c = config
+    layers = [keras.layers.InputLayer(input_shape=c.image_shape)]
+    if c.architecture == "mlp":
+        layers.append(keras.layers.Flatten())
+        for units in c.hidden_units:
+            layers.append(keras.layers.Dense(units, activation=c.activation))
+            if c.dropout:
+                layers.append(keras.layers.Dropout(c.dropout))
+    else:
+        for filters in c.conv_filters:
+            layers.append(
+                keras.layers.Conv2D(filters, c.kernel_size, strides=2, padding="same", activation=c.activation)
+            )
+            if c.architecture == "resnet":
+                layers += [ResidualBlock(filters, c.kernel_size, c.activation) for _ in range(c.blocks_per_stage)]
+        layers.append(keras.layers.Flatten())
+        if c.dropout:
+            layers.append(keras.layers.Dropout(c.dropout))
+        if c.dense_units:
+            layers.append(keras.layers.Dense(c.dense_units, activation=c.activation))
+    return keras.Sequential(layers, name="encoder_body")
+
+
+def build_decoder_body(config: VAEConfig) -> keras.Sequential:
+    """Latent (+ one-hot label) [B, D (+ K)] -> logits [B, H, W, C] in float32.
+
+    The last layer is kept in float32 so that the likelihood head sees float32
+    logits under a mixed-precision policy.
+    """
+    c = config
+    h, w, channels = c.image_shape
+    input_dim = c.latent_dim + (c.num_classes if c.conditional else 0)
+    layers = [keras.layers.InputLayer(input_shape=(input_dim,))]
+    if c.architecture == "mlp":
+        for units in reversed(c.hidden_units):
+            layers.append(keras.layers.Dense(units, activation=c.activation))
+        layers += [
+            keras.layers.Dense(h * w * channels, dtype="float32", name="logits"),
+            keras.layers.Reshape(c.image_shape, dtype="float32"),
+        ]
+    else:
+        stride = 2 ** len(c.conv_filters)
+        h0, w0 = h // stride, w // stride
+        filters = list(reversed(c.conv_filters))
+        if c.dense_units:
+            layers.append(keras.layers.Dense(c.dense_units, activation=c.activation))
+        layers += [
+            keras.layers.Dense(h0 * w0 * filters[0], activation=c.activation),
+            keras.layers.Reshape((h0, w0, filters[0])),
+        ]
+        for f in filters:
+            layers.append(
+                keras.layers.Conv2DTranspose(f, c.kernel_size, strides=2, padding="same", activation=c.activation)
+            )
+            if c.architecture == "resnet":
+                layers += [ResidualBlock(f, c.kernel_size, c.activation) for _ in range(c.blocks_per_stage)]
+        layers.append(keras.layers.Conv2D(channels, c.kernel_size, padding="same", dtype="float32", name="logits"))
+    return keras.Sequential(layers, name="decoder_body")
+
+
+def count_macs(body: keras.Sequential) -> int:
+    """Multiply-accumulates of one forward pass of `body` for a single example.
+
+    Counts Dense, Conv2D and Conv2DTranspose layers (inside residual blocks too) from
+    their weight and output shapes; activations and additions are not counted.
+    """
+    total = 0
+
+    def visit(layer):
+        nonlocal total
+        if isinstance(layer, keras.layers.Dense):
+            total += int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            kh, kw, out_c, in_c = layer.kernel.shape
+            # Each input pixel scatters a kh x kw x out_c patch.
+            in_h, in_w = layer.input_shape[1:3]
+            total += in_h * in_w * kh * kw * in_c * out_c
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw, in_c, out_c = layer.kernel.shape
+            out_h, out_w = layer.output_shape[1:3]
+            total += out_h * out_w * kh * kw * in_c * out_c
+        elif isinstance(layer, ResidualBlock):
+            out_h, out_w = layer.output_shape[1:3]
+            total += 2 * out_h * out_w * layer.kernel_size**2 * layer.filters**2
+
+    for layer in body.layers:
+        visit(layer)
+    return int(total)
+
+
+def flat_size(shape) -> int:
+    return int(math.prod(shape))

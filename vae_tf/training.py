@@ -1,0 +1,282 @@
+"""Training: pick a `tf.distribute` strategy, build the VAE in its scope, and run one
+`model.fit` over all epochs with checkpoints, BackupAndRestore, TensorBoard and
+TerminateOnNaN. `train(run_config, run_dir)` is the whole job; the CLI calls it.
+
+A run directory holds:
+
+    config.json      the RunConfig (model + train)
+    weights/         the final weights (TF checkpoint format, prefix weights/vae)
+    checkpoints/     the weights after the last completed epoch
+    backup/          BackupAndRestore state while a run is unfinished (--resume)
+    history.csv      per-epoch metrics (appended across resumes)
+    history.json     per-epoch metrics, epoch times and throughput
+    logs/            TensorBoard
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tf_keras as keras
+
+from vae_tf.config import ConfigError, UserError, RunConfig, TrainConfig, write_text_atomic
+from vae_tf.data import Datasets, load_datasets
+from vae_tf.model import VAE
+
+WEIGHTS_PREFIX = os.path.join("weights", "vae")
+
+
+class TrainingError(UserError, RuntimeError):
+    """Training could not start or did not finish; the message says why."""
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
+    MirroredStrategy over several visible GPUs, one device otherwise."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster = tf_config.get("cluster", {})
+    if sum(len(v) for v in cluster.values()) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    # One device: the default strategy (TensorFlow places ops on the GPU if there is
+    # one). OneDeviceStrategy would do the same but BackupAndRestore rejects it.
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes files (the chief, or worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def make_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay), with a constant or cosine learning rate."""
+    lr = train.learning_rate
+    if train.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=train.epochs * steps_per_epoch, alpha=0.01)
+    if train.weight_decay:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=train.weight_decay)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records wall-clock seconds per epoch into the logs as `epoch_seconds`."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that remembers it fired, so `train` can say so."""
+
+    fired = False
+
+    def on_batch_end(self, batch, logs=None):
+        super().on_batch_end(batch, logs)
+        if self.model.stop_training:
+            self.fired = True
+
+
+@dataclass
+class TrainResult:
+    model: VAE
+    run_dir: str
+    history: dict
+    datasets: Datasets
+
+
+def _read_history(csv_path: str) -> dict[str, list[float]]:
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    history: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            history.setdefault(key, []).append(float(value) if value not in ("", None) else math.nan)
+    return history
+
+
+def train(
+    run_config: RunConfig,
+    run_dir: str,
+    *,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int | None = None,
+    datasets: Datasets | None = None,
+) -> TrainResult:
+    """Trains a VAE and writes its run directory.
+
+    Args:
+        run_config: model and training configuration.
+        run_dir: output directory; must not hold a finished run unless `resume`.
+        resume: continue an interrupted run from its last completed epoch (the
+            configuration stored in `run_dir` wins over `run_config`).
+        strategy: a `tf.distribute.Strategy`; defaults to `choose_strategy()`.
+        verbose: Keras verbosity; defaults to a progress bar on a terminal and one
+            line per epoch otherwise.
+        datasets: pipelines to use instead of loading `run_config.train.data`.
+
+    Returns:
+        TrainResult with the trained model, the history dict and the datasets.
+    """
+    run_dir = os.path.abspath(run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    backup_dir = os.path.join(run_dir, "backup")
+    if resume:
+        if not os.path.exists(config_path):
+            raise TrainingError(f"cannot resume: {run_dir} has no config.json; start a new run without --resume.")
+        if not os.path.isdir(backup_dir):
+            raise TrainingError(
+                f"cannot resume: {run_dir} holds no unfinished run (no backup/ directory); "
+                "it finished already or never started an epoch."
+            )
+        run_config = RunConfig.load(config_path)
+    elif os.path.exists(config_path):
+        raise TrainingError(
+            f"{run_dir} already holds a run; pass --resume to continue an interrupted one, "
+            "or choose another --out directory."
+        )
+    train_cfg = run_config.train
+    if train_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(train_cfg.seed)
+    if train_cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = strategy or choose_strategy()
+    chief = is_chief(strategy)
+
+    if datasets is None:
+        datasets = load_datasets(
+            train_cfg.data,
+            batch_size=train_cfg.batch_size,
+            preprocessing=train_cfg.preprocessing,
+            validation_fraction=train_cfg.validation_fraction,
+            split_seed=train_cfg.split_seed,
+            seed=train_cfg.seed,
+            data_dir=train_cfg.data_dir,
+            manual_dir=train_cfg.manual_dir,
+        )
+    splits = datasets.splits
+    model_cfg = run_config.model
+    if tuple(splits.image_shape) != tuple(model_cfg.image_shape):
+        model_cfg = model_cfg.replace(image_shape=tuple(splits.image_shape))
+    if model_cfg.conditional:
+        if splits.num_classes is None:
+            raise ConfigError("conditional=True needs labels, but this data source has none.")
+        model_cfg = model_cfg.replace(num_classes=splits.num_classes)
+    run_config = RunConfig(model=model_cfg, train=train_cfg)
+
+    # Workers other than the chief write into a scratch directory that is removed.
+    write_dir = run_dir if chief else os.path.join(run_dir, f".worker-{strategy.cluster_resolver.task_id}")
+    os.makedirs(write_dir, exist_ok=True)
+    if chief and not resume:
+        run_config.save(config_path)
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = datasets.train.with_options(options)
+    val_ds = datasets.validation.with_options(options) if datasets.validation is not None else None
+
+    with strategy.scope():
+        model = VAE(model_cfg, noise_seed=train_cfg.seed)
+        model.compile(
+            optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
+            jit_compile=train_cfg.jit_compile,
+            steps_per_execution=train_cfg.steps_per_execution,
+        )
+
+    nan_guard = NaNGuard()
+    callbacks = [
+        EpochTimer(),
+        nan_guard,
+        keras.callbacks.BackupAndRestore(os.path.join(write_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(write_dir, "checkpoints", "last"), save_weights_only=True, save_freq="epoch"
+        ),
+        keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=resume),
+    ]
+    try:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "logs"), profile_batch=0))
+    except ImportError:  # tensorboard is a dependency, but keep training if it is missing.
+        pass
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=train_cfg.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if nan_guard.fired:
+        raise TrainingError(
+            "training stopped: the loss became NaN. The last good weights are in "
+            f"{os.path.join(run_dir, 'checkpoints')}; lower --learning-rate or check the data."
+        )
+
+    history = _read_history(os.path.join(write_dir, "history.csv"))
+    seconds = history.get("epoch_seconds", [])
+    images = datasets.steps_per_epoch * train_cfg.batch_size
+    steady = seconds[1:] if len(seconds) > 1 else seconds
+    summary = {
+        "history": history,
+        "images_per_epoch": images,
+        "images_per_second": images / sorted(steady)[len(steady) // 2] if steady else None,
+        "replicas": strategy.num_replicas_in_sync,
+        "split_sizes": splits.sizes,
+    }
+    if chief:
+        save_weights(model, run_dir)
+        write_text_atomic(os.path.join(run_dir, "history.json"), json.dumps(summary, indent=2) + "\n")
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return TrainResult(model=model, run_dir=run_dir, history=summary, datasets=datasets)
+
+
+def save_weights(model: VAE, run_dir: str) -> None:
+    """Writes the weights to `run_dir/weights/` through a temporary directory."""
+    final = os.path.join(run_dir, "weights")
+    tmp = os.path.join(run_dir, f".weights-tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_weights(os.path.join(tmp, "vae"))
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def load(run_dir: str) -> VAE:
+    """Rebuilds the VAE of a run directory from its config.json and final weights."""
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise TrainingError(f"run directory {run_dir!r} does not exist; train one with `vae-tf train --out {run_dir}`.")
+    if not os.path.exists(config_path):
+        raise TrainingError(f"{run_dir} is not a run directory: config.json is missing.")
+    prefix = os.path.join(run_dir, WEIGHTS_PREFIX)
+    if not os.path.exists(prefix + ".index"):
+        raise TrainingError(
+            f"{run_dir} has no trained weights ({WEIGHTS_PREFIX}.index is missing): the run did not finish; "
+            f"resume it with `vae-tf train --resume --out {run_dir}`."
+        )
+    run_config = RunConfig.load(config_path)
+    model = VAE(run_config.model, noise_seed=run_config.train.seed)
+    model.load_weights(prefix).expect_partial()
+    return model
