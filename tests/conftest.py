@@ -1,0 +1,67 @@
+"""Shared fixtures: the bundled digits and tiny models trained once per test session.
+
+The tiny models train for a few epochs on the real bundled digits (small MLPs, so
+the whole suite stays fast on 2 CPU cores). Tests that need a trained model take
+`tiny_run` (a run directory) or `tiny_model` (the loaded VAE); conditional tests take
+`tiny_conditional_run` / `tiny_conditional_model`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vae_tf import RunConfig, TrainConfig, VAEConfig, load, load_splits, train  # noqa: E402
+from vae_tf.data import eval_images  # noqa: E402
+
+TINY_MODEL = VAEConfig(architecture="mlp", hidden_units=(128,), latent_dim=8, activation="relu")
+TINY_TRAIN = TrainConfig(epochs=4, batch_size=128, learning_rate=3e-3, lr_schedule="constant", steps_per_execution=8)
+
+
+@pytest.fixture(scope="session")
+def bundled_splits():
+    """The bundled digits: 4,500 train / 500 held-out, float32 [N, 28, 28, 1] in [0, 1]."""
+    return load_splits("bundled")
+
+
+@pytest.fixture(scope="session")
+def heldout_binary(bundled_splits):
+    """The 500 held-out digits, statically binarized (as evaluation sees them), and labels."""
+    return eval_images(bundled_splits.test_images, "dynamic"), bundled_splits.test_labels
+
+
+def _train_tiny(tmp_path_factory, name: str, **model_changes) -> str:
+    run_dir = str(tmp_path_factory.mktemp(name) / "run")
+    train(RunConfig(model=TINY_MODEL.replace(**model_changes), train=TINY_TRAIN), run_dir, verbose=0)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+    """Run directory of a tiny MLP VAE (latent 8) trained 4 epochs on the bundled digits."""
+    return _train_tiny(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+    return load(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_run(tmp_path_factory) -> str:
+    """Run directory of the tiny VAE conditioned on the digit label."""
+    return _train_tiny(tmp_path_factory, "tiny_conditional", conditional=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_model(tiny_conditional_run):
+    return load(tiny_conditional_run)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
