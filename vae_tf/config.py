@@ -71,7 +71,7 @@ class VAEConfig:
         image_shape: (H, W, C) of the images, pixels in [0, 1]. Defaults to (28, 28, 1).
         latent_dim: size D of the latent z. Defaults to 32.
         architecture: encoder/decoder body: "mlp", "conv" (strided convolutions) or
-            "resnet" (convolutions with residual blocks). Defaults to "resnet".
+            "resnet" (convolutions with residual blocks). Defaults to "mlp".
         hidden_units: widths of the MLP hidden layers (encoder order; the decoder
             mirrors them). Used by "mlp".
         conv_filters: filters of the stride-2 convolution stages (encoder order; the
@@ -104,7 +104,7 @@ class VAEConfig:
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     latent_dim: int = 32
-    architecture: str = "resnet"
+    architecture: str = "mlp"
     hidden_units: tuple[int, ...] = (512, 256)
     conv_filters: tuple[int, ...] = (32, 64)
     dense_units: int = 256
@@ -225,7 +225,7 @@ class TrainConfig:
     preprocessing: str = "dynamic"
     epochs: int = 30
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     lr_schedule: str = "cosine"
     weight_decay: float = 0.0
     validation_fraction: float = 0.1
