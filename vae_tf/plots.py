@@ -22,7 +22,8 @@ def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarr
     n, h, w, c = images.shape
     ncols = ncols or int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))
-    canvas = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.float32)
+    # Background 0: blank paper under the `gray_r` colormap (ink is 1).
+    canvas = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.float32)
     for i in range(n):
         r, col = divmod(i, ncols)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
@@ -73,3 +74,93 @@ def save_reconstructions(inputs: np.ndarray, reconstructions: np.ndarray, path: 
         rows += [inputs[start : start + per_row], reconstructions[start : start + per_row]]
         labels += ["input", "recon."]
     return save_labeled_rows(rows, labels, path, title)
+
+
+def save_interpolations(rows: np.ndarray, path: str | os.PathLike, title: str, row_labels: list[str] | None = None) -> str:
+    """Rows of images [R, S, H, W, C]: each row walks from its first image to its last."""
+    rows = list(np.asarray(rows))
+    labels = row_labels or [f"pair {i + 1}" for i in range(len(rows))]
+    return save_labeled_rows(rows, labels, path, title)
+
+
+def save_manifold(images: np.ndarray, path: str | os.PathLike, title: str, xlabel: str, ylabel: str,
+                  extent: tuple[float, float, float, float]) -> str:
+    """A [G, G, H, W, C] grid of decoded latents: images[i, j] decodes the latent at
+    x = the j-th of G values across `extent[0:2]` and y = the i-th of G values down
+    `extent[3]..extent[2]` (row 0 is the top, the largest y)."""
+    g1, g2 = images.shape[:2]
+    canvas = tile(images.reshape(g1 * g2, *images.shape[2:]), ncols=g2, pad=0)
+    fig, ax = plt.subplots(figsize=(7.0, 7.4))
+    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_latent_scatter(codes: np.ndarray, labels: np.ndarray | None, path: str | os.PathLike, title: str,
+                        xlabel: str = "z[0]", ylabel: str = "z[1]") -> str:
+    """Scatter of 2-D codes [N, 2], coloured by integer label (tab10) with a legend."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    if labels is None:
+        ax.scatter(codes[:, 0], codes[:, 1], s=6, alpha=0.7)
+    else:
+        cmap = plt.get_cmap("tab10")
+        for k in np.unique(labels):
+            sel = labels == k
+            ax.scatter(codes[sel, 0], codes[sel, 1], s=7, alpha=0.75, color=cmap(int(k) % 10), label=str(k))
+        ax.legend(title="label", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_training_curves(history: dict[str, list[float]], path: str | os.PathLike, title: str) -> str:
+    """Per-epoch -ELBO, reconstruction and KL (training and validation) and the loss
+    actually minimized, in nats per image, from a run's `history.json` history."""
+    epochs = np.asarray(history.get("epoch", range(len(history.get("loss", [])))), np.float64) + 1
+    panels = [
+        ("-ELBO (nats)", "elbo", -1.0),
+        ("loss minimized (nats)", "loss", 1.0),
+        ("reconstruction E_q[-log p(x|z)] (nats)", "reconstruction", 1.0),
+        ("KL(q(z|x) || p(z)) (nats)", "kl", 1.0),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
+    for ax, (name, key, sign) in zip(axes, panels):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                ax.plot(epochs[: len(values)], sign * np.asarray(values, np.float64), style, marker="o", ms=3,
+                        label="validation" if prefix else "training")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_ood_histogram(scores: dict[str, np.ndarray], path: str | os.PathLike, title: str,
+                       aurocs: dict[str, float] | None = None) -> str:
+    """Histograms of -log p(x) (nats, log-scaled axis) per source, so that digits
+    (~100 nats) and noise (~thousands) share one plot."""
+    aurocs = aurocs or {}
+    nll = {name: -np.asarray(v, np.float64) for name, v in scores.items()}
+    low = max(1e-3, min(float(v.min()) for v in nll.values()))
+    high = max(float(v.max()) for v in nll.values())
+    bins = np.geomspace(low * 0.9, high * 1.1, 80)
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    colors = plt.get_cmap("tab10")
+    for i, (name, values) in enumerate(nll.items()):
+        label = f"{name.replace('_', ' ')}: mean -log p(x) {values.mean():.0f} nats"
+        if name in aurocs:
+            label += f", AUROC {aurocs[name]:.3f}"
+        ax.hist(values, bins=bins, alpha=0.55, color=colors(i), label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("-log p(x), nats per image (log scale; lower = more probable)")
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
