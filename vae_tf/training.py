@@ -197,6 +197,7 @@ def train(
 
     with strategy.scope():
         model = VAE(model_cfg, noise_seed=train_cfg.seed)
+        model.initialize_output_bias(splits.train_images)
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
             jit_compile=train_cfg.jit_compile,
