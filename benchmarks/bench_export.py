@@ -1,0 +1,173 @@
+"""Decoder latency of an exported model in each runtime, with file sizes and the
+decoder's multiply-accumulates per image.
+
+    python benchmarks/bench_export.py [--model saved_models/mnist_vae] [--runs 200]
+
+Runtimes: the TF SavedModel (`serving_default` signature, TF 2 eager call of the
+loaded signature), each LiteRT variant (`decode` signature runner, XNNPACK delegate)
+and ONNX Runtime (CPU). Median over `--runs` calls after warm-up, at batch 1 and
+batch 64; one thread per runtime, so the numbers compare engines, not core counts.
+Also measured: the float32 and int8 TFLite decoders converted with a fixed batch of 1
+(what a phone app that decodes one image at a time would ship; not resizable), to show
+the cost of the open batch dimension. Writes benchmarks/export_results.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(fn, runs: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _fixed_batch_tflite(saved_model_dir: str, latent_dim: int, conditional: bool, variant: str, tmp: str) -> str:
+    """A decoder .tflite with input [1, D], converted from the serving SavedModel's
+    `decode` signature (so it needs no run directory)."""
+    import tensorflow as tf
+
+    from vae_tf.export import tflite
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    decode = loaded.signatures["decode"]
+    specs = [tf.TensorSpec([1, latent_dim], tf.float32, name="z")]
+    if conditional:
+        specs.append(tf.TensorSpec([1], tf.int32, name="label"))
+    module = tf.Module()
+    module.loaded = loaded
+    module.decode = tf.function(lambda *a: {"image": decode(**dict(zip(["z", "label"], a)))["image"]}, input_signature=specs)
+    path = os.path.join(tmp, "fixed")
+    tf.saved_model.save(module, path, signatures={"decode": module.decode.get_concrete_function()})
+
+    def rep():
+        rng = np.random.default_rng(0)
+        for i in range(64):
+            x = {"z": rng.standard_normal((1, latent_dim)).astype(np.float32)}
+            if conditional:
+                x["label"] = np.array([i % 10], np.int32)
+            yield x
+
+    out = os.path.join(tmp, f"fixed_{variant}.tflite")
+    with open(out, "wb") as f:
+        f.write(tflite.convert(path, variant, rep, conditional))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.path.join(REPO, "saved_models", "mnist_vae"))
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--out", default=HERE)
+    parser.add_argument("--note", default="", help="a note on the machine (e.g. shared/busy)")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from vae_tf.export import load_exported
+
+    exported = load_exported(args.model)
+    m = exported.manifest
+    d, conditional = m["latent_dim"], m["conditional"]
+    rows = []
+
+    def bench(runtime, artifact, size, decode):
+        row = {"runtime": runtime, "artifact": artifact, "size_bytes": size}
+        for batch in (1, 64):
+            z = np.random.default_rng(batch).standard_normal((batch, d)).astype(np.float32)
+            label = (np.arange(batch) % m["num_classes"]).astype(np.int32) if conditional else None
+            runs = args.runs if batch == 1 else max(20, args.runs // 4)
+            row[f"batch{batch}_ms"] = round(_time(lambda: decode(z, label), runs), 4)
+        row["batch64_us_per_image"] = round(row["batch64_ms"] * 1e3 / 64, 2)
+        rows.append(row)
+        print(json.dumps(row))
+
+    saved = m["artifacts"]["saved_model"]
+    bench("TF SavedModel (serving_default)", saved["path"], saved["size_bytes"], exported.decode)
+    for variant in ("float32", "float16", "dynamic_int8", "int8"):
+        name = f"decoder_{variant}.tflite"
+        bench(f"LiteRT {variant}", name, m["artifacts"][name]["size_bytes"], exported.tflite(variant, num_threads=1).decode)
+    bench("ONNX Runtime", "decoder.onnx", m["artifacts"]["decoder.onnx"]["size_bytes"], exported.onnx(num_threads=1).decode)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from ai_edge_litert.interpreter import Interpreter
+
+        for variant in ("float32", "int8"):
+            path = _fixed_batch_tflite(exported.saved_model_dir, d, conditional, variant, tmp)
+            runner = Interpreter(model_path=path, num_threads=1).get_signature_runner("decode")
+            z = np.random.default_rng(1).standard_normal((1, d)).astype(np.float32)
+            kw = {"z": z, **({"label": np.zeros([1], np.int32)} if conditional else {})}
+            ms = _time(lambda: runner(**kw), args.runs)
+            row = {"runtime": f"LiteRT {variant}, fixed batch 1 (not shipped)", "artifact": "-",
+                   "size_bytes": os.path.getsize(path), "batch1_ms": round(ms, 4), "batch64_ms": None,
+                   "batch64_us_per_image": None}
+            rows.append(row)
+            print(json.dumps(row))
+
+    result = {
+        "model": os.path.relpath(args.model, REPO),
+        "config": m["config"]["model"],
+        "decoder_macs_per_image": m["decoder_macs_per_image"],
+        "date": datetime.date.today().isoformat(),
+        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "threads_per_runtime": 1, "note": args.note},
+        "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
+        "runs": args.runs,
+        "results": rows,
+    }
+    with open(os.path.join(args.out, "export_results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    lines = [
+        f"Decoder of `{result['model']}` ({m['config']['model']['architecture']}, latent {d}): "
+        f"{result['decoder_macs_per_image']:,} multiply-accumulates per image. "
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores, 1 thread per runtime, "
+        f"median of {args.runs} calls (batch 64: {max(20, args.runs // 4)}), {result['date']}."
+        + (f" {args.note}" if args.note else ""),
+        "",
+        "| runtime | artifact | size | batch 1 (ms) | batch 64 (ms) | batch 64 (µs/image) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        b64 = "-" if r["batch64_ms"] is None else f"{r['batch64_ms']:.3f}"
+        per = "-" if r["batch64_us_per_image"] is None else f"{r['batch64_us_per_image']:.1f}"
+        lines.append(f"| {r['runtime']} | {r['artifact']} | {r['size_bytes'] / 1024:.0f} KiB | {r['batch1_ms']:.3f} | {b64} | {per} |")
+    with open(os.path.join(args.out, "export_results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
