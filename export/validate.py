@@ -9,15 +9,16 @@ import numpy as np
 from vae_tf.config import UserError
 
 # Tolerances on max |artifact - TF decoder| over the reference batch (pixel means in
-# [0, 1]). float32 formats must match the TF decoder; the reduced-precision ones were
-# measured on the tiny test models, a conv net and the packaged model (docs/export.md)
-# and hold each with a margin of about 3x over the largest measured value.
+# [0, 1]). float32 formats must match the TF decoder. The reduced-precision ones were
+# measured on the tiny MLP test models, a small conv net and the packaged MLP (largest:
+# float16 3.8e-4, dynamic int8 2.1e-2, int8 6.2e-2, all on the packaged model; see
+# docs/export.md) and leave a margin of about 2.5-5x.
 TOLERANCES = {
     "saved_model": 1e-5,
     "decoder_float32.tflite": 1e-5,
-    "decoder_float16.tflite": 1e-2,
+    "decoder_float16.tflite": 2e-3,
     "decoder_dynamic_int8.tflite": 6e-2,
-    "decoder_int8.tflite": 2.5e-1,
+    "decoder_int8.tflite": 1.5e-1,
     "decoder.onnx": 1e-5,
 }
 
