@@ -63,6 +63,22 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def _cpu_workers(strategy: tf.distribute.Strategy) -> bool:
+    """True for MultiWorkerMirroredStrategy on CPU-only workers.
+
+    XLA does not compile cross-worker collectives on CPU ("Collectives are not yet
+    implemented for CPU devices when compiling with XLA", b/194942685), so `train` runs
+    such a strategy without jit_compile.
+    """
+    if strategy.num_replicas_in_sync <= 1 or getattr(strategy, "cluster_resolver", None) is None:
+        return False
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:
+        return False
+    return all("CPU" in d.upper() for d in devices)
+
+
 def make_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Adam (AdamW with weight decay), with a constant or cosine learning rate."""
     lr = train.learning_rate
@@ -88,11 +104,70 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN that remembers it fired, so `train` can say so."""
 
     fired = False
+    epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.fired:
+            self.epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
         super().on_batch_end(batch, logs)
         if self.model.stop_training:
             self.fired = True
+
+
+def _all_finite(model: keras.Model) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in model.weights if w.dtype.is_floating)
+
+
+class FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that never replaces the last good weights with non-finite ones.
+
+    TerminateOnNaN stops mid-epoch, but Keras still ends that epoch with `on_epoch_end`,
+    where a plain ModelCheckpoint would overwrite `checkpoints/last` with NaN weights.
+    """
+
+    def __init__(self, *args, nan_guard: "NaNGuard | None" = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_guard = nan_guard
+        self.last_saved_epoch: int | None = None
+
+    def _save_model(self, epoch, batch, logs):
+        if (self.nan_guard is not None and self.nan_guard.fired) or not _all_finite(self.model):
+            return
+        super()._save_model(epoch, batch, logs)
+        self.last_saved_epoch = epoch
+
+
+def _has_files(directory: str) -> bool:
+    return any(files for _, _, files in os.walk(directory))
+
+
+def _dedupe_history(csv_path: str) -> None:
+    """Keeps one row per epoch (the last one written) in epoch order.
+
+    CSVLogger appends on resume; BackupAndRestore restarts at the epoch after its last
+    backup, so a run killed between the backup and the CSV row can repeat an epoch."""
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    if not fields or "epoch" not in fields:
+        return
+    by_epoch = {}
+    for row in rows:
+        if row.get("epoch") not in (None, ""):
+            by_epoch[int(row["epoch"])] = row
+    if len(by_epoch) == len(rows) and list(by_epoch) == sorted(by_epoch):
+        return
+    tmp = f"{csv_path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for epoch in sorted(by_epoch):
+            writer.writerow(by_epoch[epoch])
+    os.replace(tmp, csv_path)
 
 
 @dataclass
@@ -140,16 +215,20 @@ def train(
     run_dir = os.path.abspath(run_dir)
     config_path = os.path.join(run_dir, "config.json")
     backup_dir = os.path.join(run_dir, "backup")
+    # The strategy first: MultiWorkerMirroredStrategy must exist before other TF ops run,
+    # and only the chief checks and writes the (possibly shared) run directory.
+    strategy = strategy or choose_strategy()
+    chief = is_chief(strategy)
     if resume:
         if not os.path.exists(config_path):
             raise TrainingError(f"cannot resume: {run_dir} has no config.json; start a new run without --resume.")
-        if not os.path.isdir(backup_dir):
+        if not _has_files(backup_dir):
             raise TrainingError(
                 f"cannot resume: {run_dir} holds no unfinished run (no backup/ directory); "
                 "it finished already or never started an epoch."
             )
         run_config = RunConfig.load(config_path)
-    elif os.path.exists(config_path):
+    elif chief and os.path.exists(config_path):
         raise TrainingError(
             f"{run_dir} already holds a run; pass --resume to continue an interrupted one, "
             "or choose another --out directory."
@@ -160,8 +239,6 @@ def train(
     keras.utils.set_random_seed(train_cfg.seed)
     if train_cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = strategy or choose_strategy()
-    chief = is_chief(strategy)
 
     if datasets is None:
         datasets = load_datasets(
@@ -200,17 +277,21 @@ def train(
         model.initialize_output_bias(splits.train_images)
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
-            jit_compile=train_cfg.jit_compile,
+            jit_compile=train_cfg.jit_compile and not _cpu_workers(strategy),
             steps_per_execution=train_cfg.steps_per_execution,
         )
+        # Create the optimizer's slots now: BackupAndRestore restores model and optimizer
+        # state in on_train_begin, before the first step would build them.
+        model.optimizer.build(model.trainable_variables)
 
     nan_guard = NaNGuard()
     callbacks = [
         EpochTimer(),
         nan_guard,
         keras.callbacks.BackupAndRestore(os.path.join(write_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(write_dir, "checkpoints", "last"), save_weights_only=True, save_freq="epoch"
+        FiniteCheckpoint(
+            os.path.join(write_dir, "checkpoints", "last"), save_weights_only=True, save_freq="epoch",
+            nan_guard=nan_guard,
         ),
         keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=resume),
     ]
@@ -229,11 +310,17 @@ def train(
         verbose=verbose,
     )
     if nan_guard.fired:
+        checkpoint = os.path.join(run_dir, "checkpoints", "last")
+        if os.path.exists(checkpoint + ".index"):
+            kept = f"The last good weights (from the last completed epoch) are kept in {checkpoint}"
+        else:
+            kept = f"No epoch completed, so no checkpoint was written to {checkpoint}"
         raise TrainingError(
-            "training stopped: the loss became NaN. The last good weights are in "
-            f"{os.path.join(run_dir, 'checkpoints')}; lower --learning-rate or check the data."
+            f"training stopped: the loss became NaN in epoch {nan_guard.epoch}. {kept}; "
+            "lower --learning-rate or check the data."
         )
 
+    _dedupe_history(os.path.join(write_dir, "history.csv"))
     history = _read_history(os.path.join(write_dir, "history.csv"))
     seconds = history.get("epoch_seconds", [])
     images = datasets.steps_per_epoch * train_cfg.batch_size
@@ -247,8 +334,13 @@ def train(
     }
     if chief:
         save_weights(model, run_dir)
+        # BackupAndRestore deletes its checkpoint on success but leaves the folder.
+        shutil.rmtree(backup_dir, ignore_errors=True)
         write_text_atomic(os.path.join(run_dir, "history.json"), json.dumps(summary, indent=2) + "\n")
     else:
+        # Saving under MultiWorkerMirroredStrategy is collective: every worker saves,
+        # the others into their scratch directory, which is then removed.
+        save_weights(model, write_dir)
         shutil.rmtree(write_dir, ignore_errors=True)
     return TrainResult(model=model, run_dir=run_dir, history=summary, datasets=datasets)
 
