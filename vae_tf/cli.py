@@ -155,7 +155,13 @@ def _run_config_from_args(args):
     run_config = apply_preset(args.preset or "default")
     if args.config:
         file_config = RunConfig.load(args.config)
-        run_config = RunConfig(model=file_config.model, train=file_config.train)
+        with open(args.config) as f:
+            given = json.load(f)
+        # Only the keys the file names override the preset (a partial file keeps the rest).
+        run_config = RunConfig(
+            model=run_config.model.replace(**{k: getattr(file_config.model, k) for k in given.get("model", {})}),
+            train=run_config.train.replace(**{k: getattr(file_config.train, k) for k in given.get("train", {})}),
+        )
     model_changes = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
     train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
     return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))

@@ -44,6 +44,24 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise ConfigError(f"{name}={value!r} must be {bound}.")
 
 
+# JSON types accepted per field annotation (annotations are strings here).
+_JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "str | None": (str, type(None))}
+
+
+def _check_json_type(where: str, name: str, annotation: str, value: Any) -> None:
+    """Raises ConfigError naming the field when a JSON value has the wrong type (a string
+    "64" would otherwise become hidden_units (6, 4), and "8" a TypeError deep inside)."""
+    if annotation.startswith("tuple["):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        expected = "a list of integers"
+    else:
+        types = _JSON_TYPES[annotation]
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+    if not ok:
+        raise ConfigError(f"{where} {name}={value!r} must be {expected}, got {type(value).__name__}.")
+
+
 def _from_dict(cls, data: dict[str, Any], where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}.")
@@ -57,6 +75,7 @@ def _from_dict(cls, data: dict[str, Any], where: str):
     for f in dataclasses.fields(cls):
         if f.name in data:
             value = data[f.name]
+            _check_json_type(where, f.name, f.type, value)
             if isinstance(value, list):
                 value = tuple(value)
             kwargs[f.name] = value

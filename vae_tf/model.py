@@ -301,7 +301,14 @@ class VAE(keras.Model):
         num_chunks = (num_samples + chunk - 1) // chunk
         running = tf.fill([batch], -math.inf)
         for i in tf.range(num_chunks):
-            eps = tf.random.stateless_normal([chunk, batch, c.latent_dim], seed=tf.stack([seed, i]))
+            # The noise of sample k depends on (seed, k) alone, so the estimate does not
+            # depend on the chunking (max_latents_per_call).
+            index = i * chunk + tf.range(chunk)
+            eps = tf.map_fn(
+                lambda k: tf.random.stateless_normal([batch, c.latent_dim], seed=tf.stack([seed, k])),
+                index,
+                fn_output_signature=tf.float32,
+            )
             z0 = reparameterize(q0, eps)
             log_q = q0.log_prob(z0)
             z = z0
@@ -310,7 +317,6 @@ class VAE(keras.Model):
                 log_q -= flow.forward_log_det_jacobian(z0, event_ndims=1)
             log_w = self.decode(z, label).log_prob(x) + prior.log_prob(z) - log_q
             # Samples past num_samples in the last chunk get weight zero.
-            index = i * chunk + tf.range(chunk)
             log_w = tf.where((index < num_samples)[:, None], log_w, -math.inf)
             running = tf.reduce_logsumexp(tf.concat([running[None], log_w], 0), axis=0)
         return running - tf.math.log(tf.cast(num_samples, tf.float32))

@@ -53,6 +53,20 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _several_local_cpus(strategy: tf.distribute.Strategy) -> bool:
+    """True when the strategy mirrors over several CPU devices of this machine.
+
+    XLA cannot compile the train step there: the compiled step on CPU:0 reads the
+    replica variables on CPU:1 ("Trying to access resource ... located in device
+    CPU:1 from device CPU:0"), so `train` runs such a strategy without jit_compile.
+    """
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy has no worker_devices
+        return False
+    return len(devices) > 1 and all("CPU" in d.upper() for d in devices)
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the worker that writes files (the chief, or worker 0 without a chief)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -277,7 +291,7 @@ def train(
         model.initialize_output_bias(splits.train_images)
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
-            jit_compile=train_cfg.jit_compile and not _cpu_workers(strategy),
+            jit_compile=train_cfg.jit_compile and not _several_local_cpus(strategy) and not _cpu_workers(strategy),
             steps_per_execution=train_cfg.steps_per_execution,
         )
         # Create the optimizer's slots now: BackupAndRestore restores model and optimizer

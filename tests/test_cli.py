@@ -1,0 +1,169 @@
+"""The `vae-tf` command line, in-process through `vae_tf.cli.main` (one real subprocess
+for the console script): train -> evaluate / sample / reconstruct on one tiny run,
+an IDX directory as data, config files and flags, and user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vae_tf import RunConfig
+from vae_tf.cli import main
+from vae_tf.data import write_idx
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_FLAGS = ["--architecture", "mlp", "--hidden-units", "64", "--latent-dim", "4"]
+
+
+def assert_png_with_content(path) -> None:
+    """A real PNG whose pixels are not all one shade (ink on white)."""
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC, path
+    pixels = matplotlib.image.imread(path)[..., :3].mean(-1)  # grey levels in [0, 1]
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+    dark = np.mean(pixels < 0.5)
+    assert 0.005 < dark < 0.9, (path, dark)
+    assert pixels.std() > 0.1, path
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`vae-tf train --data bundled --epochs 1 ...` (a tiny MLP): the run directory."""
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    assert main(["train", "--data", "bundled", "--epochs", "1", "--out", out, *TINY_FLAGS]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory_and_pictures(cli_run, capsys):
+    for name in ("config.json", "history.json", "history.csv", "samples.png", "reconstructions.png"):
+        assert os.path.isfile(os.path.join(cli_run, name)), name
+    for name in ("weights", "checkpoints", "logs"):
+        assert os.path.isdir(os.path.join(cli_run, name)), name
+    config = RunConfig.load(os.path.join(cli_run, "config.json"))
+    assert config.model.hidden_units == (64,) and config.model.latent_dim == 4
+    assert config.train.epochs == 1 and config.train.data == "bundled"
+    assert_png_with_content(os.path.join(cli_run, "samples.png"))
+    assert_png_with_content(os.path.join(cli_run, "reconstructions.png"))
+
+
+def test_evaluate_json(cli_run, capsys):
+    code = main(["evaluate", cli_run, "--data", "bundled", "--split", "test", "--iwae-samples", "20", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = last_json_line(captured.out)
+    assert isinstance(result["neg_elbo"], float) and isinstance(result["iwae_nll"], float)
+    assert 60 < result["iwae_nll"] < 250, result
+    assert result["iwae_nll"] <= result["neg_elbo"] + 0.5, result
+    assert result["num_images"] == 500 and result["iwae_samples"] == 20
+    assert result["split"] == "test" and result["data"] == "bundled"
+    assert "no test split" in captured.err  # bundled: the held-out slice stands in
+
+
+def test_sample_and_reconstruct_write_pngs(cli_run, tmp_path, capsys):
+    samples = tmp_path / "x.png"
+    assert main(["sample", cli_run, "--num", "16", "--out", str(samples)]) == 0
+    assert_png_with_content(samples)
+    recon = tmp_path / "y.png"
+    assert main(["reconstruct", cli_run, "--data", "bundled", "--out", str(recon)]) == 0
+    assert_png_with_content(recon)
+    assert str(recon) in capsys.readouterr().out
+
+
+def test_evaluate_on_an_idx_directory(cli_run, bundled_splits, tmp_path, capsys):
+    """The held-out digits written as t10k-* IDX files (plus train files): `--split
+    test` evaluates exactly those 120 images."""
+    s = bundled_splits
+    to_uint8 = lambda images: np.round(images[..., 0] * 255).astype(np.uint8)  # noqa: E731
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", to_uint8(s.train_images[:300]))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", s.train_labels[:300].astype(np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", to_uint8(s.test_images[:120]))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", s.test_labels[:120].astype(np.uint8))
+    code = main(["evaluate", cli_run, "--data", f"idx:{tmp_path}", "--split", "test", "--iwae-samples", "5",
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = last_json_line(captured.out)
+    assert result["num_images"] == 120 and result["data"] == f"idx:{tmp_path}"
+    assert 60 < result["iwae_nll"] < 250, result
+    assert "no test split" not in captured.err
+
+
+def test_config_file_overrides_the_preset_and_flags_override_the_file(tmp_path, monkeypatch, capsys):
+    """Layering: preset, then the keys the --config file names, then flags. The run
+    config reaching `train` is captured instead of training."""
+    import vae_tf.training
+
+    seen = {}
+
+    def fake_train(run_config, run_dir, resume=False, **kwargs):
+        seen.update(config=run_config, run_dir=run_dir, resume=resume)
+        raise vae_tf.training.TrainingError("stop here")
+
+    monkeypatch.setattr(vae_tf.training, "train", fake_train)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"model": {"latent_dim": 3, "beta": 2.0}, "train": {"epochs": 5, "batch_size": 32}}))
+    code = main(["train", "--preset", "mlp", "--config", str(config_file), "--epochs", "2", "--beta", "0.5",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "stop here" in capsys.readouterr().err
+    config = seen["config"]
+    assert config.model.hidden_units == (400,) and config.model.activation == "relu"  # preset
+    assert config.train.lr_schedule == "constant"  # preset
+    assert config.model.latent_dim == 3 and config.train.batch_size == 32  # file
+    assert config.model.beta == 0.5 and config.train.epochs == 2  # flags
+    assert seen["resume"] is False
+
+
+def test_resume_of_a_finished_run_is_a_clear_error(cli_run, capsys):
+    assert main(["train", "--out", cli_run, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vae-tf: error:") and "no unfinished run" in err and "Traceback" not in err
+    assert main(["train", "--out", cli_run, *TINY_FLAGS]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "{tmp}/missing"], "does not exist"),
+        (["sample", "{tmp}/missing", "--out", "{tmp}/x.png"], "does not exist"),
+        (["train", "--preset", "nope", "--out", "{tmp}/run"], "unknown preset 'nope'"),
+        (["train", "--config", "{tmp}/bad.json", "--out", "{tmp}/run"], "colour"),
+        (["train", "--data", "idx:{tmp}/nowhere", "--out", "{tmp}/run", "--epochs", "1"], "nowhere"),
+        (["train", "--latent-dim", "0", "--out", "{tmp}/run"], "latent_dim=0"),
+    ],
+)
+def test_user_errors_exit_2_without_a_traceback(argv, message, tmp_path, capsys):
+    (tmp_path / "bad.json").write_text(json.dumps({"model": {"colour": "red"}}))
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("vae-tf: error:") and message in err, err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_bad_flag_values_are_argparse_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", "x", "--hidden-units", "64,abc"])
+    assert exc.value.code == 2
+    assert "vae-tf train: error:" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    exe = os.path.join(os.path.dirname(sys.executable), "vae-tf")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: vae-tf")
+    for command in ("train", "evaluate", "sample", "reconstruct", "export"):
+        assert command in proc.stdout
