@@ -251,6 +251,9 @@ def train(
     if train_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(train_cfg.seed)
+    # The policy applies to layers built while it is set; it is put back once the model
+    # exists so that it does not leak into the caller's process.
+    previous_policy = keras.mixed_precision.global_policy()
     if train_cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
@@ -297,6 +300,7 @@ def train(
         # Create the optimizer's slots now: BackupAndRestore restores model and optimizer
         # state in on_train_begin, before the first step would build them.
         model.optimizer.build(model.trainable_variables)
+    keras.mixed_precision.set_global_policy(previous_policy)
 
     nan_guard = NaNGuard()
     callbacks = [
