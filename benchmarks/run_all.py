@@ -1,0 +1,309 @@
+"""The whole benchmark of issue 6 (and issue 2 section 7, issue 4) in one command:
+
+    python benchmarks/run_all.py --out /tmp/vae-bench            # everything
+    python benchmarks/run_all.py --out /tmp/vae-bench --skip best,options   # the quick part
+
+Stages (each can be skipped with --skip NAME[,NAME]):
+
+  peak      fp32 matmul FLOP/s of TensorFlow (4096^3, best of 5), at the start and the end.
+  train     `vae-tf train` for the default configuration and the `mlp` and `conv-small`
+            presets (30 epochs, batch 128, bundled digits: 4,500 train / 500 held out):
+            images/s (median over epochs after the first), training FLOP/s as a share
+            of the matmul peak, peak resident memory of the process.
+  evaluate  `vae-tf evaluate` (IWAE k = 1000) of the default run on the 500 held-out
+            digits: NLL, -ELBO, FLOP/s from layer shapes as a share of the peak, peak
+            resident memory.
+  peers     ../shared/peers re-implementations trained in the same run on the same
+            4,500 digits and scored on the same 500 (skipped with a message when the
+            peers or the torch venv are missing).
+  best      the `best` preset (no epoch limit), trained and scored the same way.
+  options   issue 4: each option combination trained with the default budget, IWAE NLL
+            (k = 1000) on the held-out slice.
+  export    decoder latency and sizes through the export package's benchmark
+            (benchmarks/bench_export.py), when present.
+
+Writes OUT/results.json and OUT/results.md; `--commit-results` also copies them to
+benchmarks/results.json and benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+import report  # noqa: E402
+
+PEERS_DIR = os.path.normpath(os.path.join(common.REPO, "..", "shared", "peers"))
+TORCH_PYTHON = os.environ.get(
+    "VAE_BENCH_TORCH_PYTHON", os.path.expanduser("~/.cache/vae-tf-torch-venv/bin/python")
+)
+TF_PEERS = ("keras_io", "keras_io_l16", "tf_cvae", "tfp_layers")
+STAGES = ("peak", "train", "evaluate", "peers", "best", "options", "export")
+
+# Issue 4: option combinations, each a change to the default configuration.
+OPTIONS: dict[str, dict] = {
+    "default": {},
+    "posterior=full": {"posterior": "full"},
+    "posterior=iaf": {"posterior": "iaf"},
+    "prior=mog": {"prior": "mog"},
+    "prior=vamp": {"prior": "vamp"},
+    "iwae k=5": {"iwae_samples": 5},
+    "kl warm-up 300 steps": {"kl_warmup_steps": 300},
+    "free bits 8 nats": {"free_bits": 8.0},
+    "conditional": {"conditional": True},
+    "iaf + mog": {"posterior": "iaf", "prior": "mog"},
+    "iaf + vamp + iwae k=5": {"posterior": "iaf", "prior": "vamp", "iwae_samples": 5},
+}
+
+
+def vae_tf_cli() -> list[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "vae-tf")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "vae_tf.cli"]
+
+
+def run_measured(cmd: list[str], log_path: str, env: dict | None = None, timeout: float | None = None) -> dict:
+    """Runs `cmd` to completion; returns its exit code, wall seconds and peak RSS (bytes)."""
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = None if timeout is None else start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "cmd": " ".join(cmd),
+        "returncode": proc.returncode,
+        "wall_seconds": time.perf_counter() - start,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "log": log_path,
+    }
+
+
+def tail(path: str, n: int = 20) -> str:
+    with open(path) as f:
+        return "".join(f.readlines()[-n:])
+
+
+def last_json_line(path: str) -> dict:
+    with open(path) as f:
+        for line in reversed(f.read().splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+    raise RuntimeError(f"no JSON result in {path}:\n{tail(path)}")
+
+
+def stage_train(work: str, presets=("default", "mlp", "conv-small"), speed_epochs: int | None = None) -> dict:
+    """`vae-tf train` per preset; presets other than "default" run `speed_epochs` epochs
+    when given (their figure is speed only)."""
+    results = {}
+    for name in presets:
+        # "PRESET+nojit" runs the preset without XLA (for comparing the two).
+        preset, _, variant = name.partition("+")
+        extra = ["--no-jit"] if variant == "nojit" else []
+        if speed_epochs and name != "default":
+            extra += ["--epochs", str(speed_epochs)]
+        run_dir = os.path.join(work, f"run-{name}")
+        r = run_measured(
+            vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--out", run_dir, "--no-pictures"]
+            + extra,
+            os.path.join(work, f"train-{name}.log"),
+        )
+        if r["returncode"]:
+            raise RuntimeError(f"vae-tf train --preset {name} failed:\n{tail(r['log'])}")
+        with open(os.path.join(run_dir, "history.json")) as f:
+            history = json.load(f)
+        flops = common.train_flops_per_image(run_dir)
+        results[name] = {
+            **r,
+            "run_dir": run_dir,
+            "images_per_second": history["images_per_second"],
+            "epochs": len(history["history"]["epoch"]),
+            "train_flops_per_image": flops,
+            "train_flops_per_second": flops * history["images_per_second"],
+            "params": common.run_params(run_dir),
+        }
+        print(f"[train] {name}: {history['images_per_second']:.0f} images/s, "
+              f"{r['wall_seconds']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+    return results
+
+
+def stage_evaluate(work: str, run_dir: str, name: str = "default", iwae_samples: int = 1000) -> dict:
+    r = run_measured(
+        vae_tf_cli() + ["evaluate", run_dir, "--split", "test", "--iwae-samples", str(iwae_samples), "--json"],
+        os.path.join(work, f"evaluate-{name}.log"),
+    )
+    if r["returncode"]:
+        raise RuntimeError(f"vae-tf evaluate failed:\n{tail(r['log'])}")
+    result = last_json_line(r["log"])
+    flops = common.eval_flops(run_dir, result["num_images"], iwae_samples)
+    out = {**r, **result, "flops": flops, "flops_per_second": flops / result["seconds"]}
+    print(f"[evaluate] {name}: IWAE NLL {result['iwae_nll']:.2f} ± {result['iwae_nll_stderr']:.2f} nats "
+          f"in {result['seconds']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+    return out
+
+
+def stage_peers(work: str, epochs: int, quality: bool = True) -> dict:
+    """Peers trained for `epochs` on our 4,500 training digits; with `quality`, also
+    scored on our 500 held-out digits (their own IWAE code, k = 1000)."""
+    if not os.path.isdir(PEERS_DIR):
+        print(f"[peers] skipped: {PEERS_DIR} not found", flush=True)
+        return {"skipped": f"{PEERS_DIR} not found"}
+    data_dir, test_npy = common.write_peer_data(work)
+    out_dir = os.path.join(work, "peers")
+    results = {}
+    jobs = [(name, [sys.executable, os.path.join(PEERS_DIR, "peers_tf.py"), name]) for name in TF_PEERS]
+    if os.path.exists(TORCH_PYTHON):
+        jobs.insert(0, ("pytorch_examples", [TORCH_PYTHON, os.path.join(PEERS_DIR, "peers_torch.py")]))
+    else:
+        msg = (f"skipped: no torch venv at {TORCH_PYTHON} (create it with `python -m venv` and "
+               "`pip install torch==2.13.0 numpy`, or set VAE_BENCH_TORCH_PYTHON)")
+        print(f"[peers] pytorch_examples {msg}", flush=True)
+        results["pytorch_examples"] = {"skipped": msg}
+    for name, cmd in jobs:
+        cmd = cmd + ["--epochs", str(epochs), "--train-idx", data_dir, "--out", out_dir]
+        if quality:
+            cmd += ["--test-npy", test_npy]
+        r = run_measured(cmd, os.path.join(work, f"peer-{name}.log"))
+        if r["returncode"]:
+            print(f"[peers] {name} failed:\n{tail(r['log'])}", flush=True)
+            results[name] = {**r, "failed": True}
+            continue
+        res = last_json_line(r["log"])
+        results[name] = {**r, **res}
+        print(f"[peers] {name}: {res['images_per_s']:.0f} images/s, IWAE NLL "
+              f"{res.get('iwae_nll_k1000_n1000', float('nan')):.2f}", flush=True)
+    return results
+
+
+def stage_best(work: str) -> dict:
+    rc = common.run_config("best")
+    r = common.train_and_score(rc, keep_dir=os.path.join(work, "best"))
+    print(f"[best] IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f} nats, "
+          f"{r['train_seconds']:.0f} s training", flush=True)
+    return r
+
+
+def stage_options(work: str) -> dict:
+    results = {}
+    x = common.held_out_images()
+    for name, change in OPTIONS.items():
+        rc = common.run_config("default", model=change)
+        r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="opt-"))
+        r["change"] = change
+        results[name] = r
+        print(f"[options] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
+              f"-ELBO {r['neg_elbo']:.2f}, {r['images_per_second']:.0f} images/s", flush=True)
+    return results
+
+
+def stage_export(work: str, runs: dict) -> dict:
+    bench = os.path.join(HERE, "bench_export.py")
+    if not os.path.exists(bench):
+        print("[export] skipped: benchmarks/bench_export.py (owned by the export package) is not there yet", flush=True)
+        return {"skipped": "benchmarks/bench_export.py not present"}
+    results = {}
+    for name in ("default", "conv-small"):
+        if name not in runs:
+            continue
+        out = os.path.join(work, f"export-{name}")
+        r = run_measured(
+            [sys.executable, bench, runs[name]["run_dir"], "--out", out, "--json"],
+            os.path.join(work, f"export-{name}.log"),
+        )
+        if r["returncode"]:
+            print(f"[export] {name} failed:\n{tail(r['log'])}", flush=True)
+            results[name] = {**r, "failed": True}
+            continue
+        try:
+            results[name] = {**r, **last_json_line(r["log"])}
+        except RuntimeError as err:
+            results[name] = {**r, "failed": True, "error": str(err)}
+        print(f"[export] {name}: done", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
+    p.add_argument("--skip", default="", help=f"comma-separated stages to skip: {', '.join(STAGES)}")
+    p.add_argument("--peer-epochs", type=int, default=30, help="epochs of each peer (default 30)")
+    p.add_argument("--peer-speed-only", action="store_true", help="time the peers without scoring them")
+    p.add_argument("--speed-epochs", type=int, default=None,
+                   help="epochs of the presets other than default in the train stage (default: their own)")
+    p.add_argument("--presets", default="default,mlp,conv-small", help="presets the train stage runs")
+    p.add_argument("--merge", action="append", default=[],
+                   help="results.json of an earlier run: its stages that this run skipped are copied in "
+                        "(marked in merged_from)")
+    p.add_argument("--commit-results", action="store_true",
+                   help="also write benchmarks/results.json and benchmarks/results.md")
+    args = p.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - set(STAGES)
+    if unknown:
+        p.error(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    work = os.path.abspath(args.out or tempfile.mkdtemp(prefix="vae-bench-"))
+    os.makedirs(work, exist_ok=True)
+    print(f"benchmark directory: {work}", flush=True)
+
+    results: dict = {"machine": common.machine(), "skipped_stages": sorted(skip)}
+    start = time.perf_counter()
+    if "peak" not in skip:
+        results["matmul_peak_start"] = common.matmul_peak_flops()
+        print(f"[peak] {results['matmul_peak_start'] / 1e9:.0f} GFLOP/s", flush=True)
+    if "train" not in skip:
+        results["train"] = stage_train(work, tuple(x for x in args.presets.split(",") if x), args.speed_epochs)
+    if "evaluate" not in skip and "default" in results.get("train", {}):
+        results["evaluate"] = stage_evaluate(work, results["train"]["default"]["run_dir"])
+    if "peers" not in skip:
+        results["peers"] = stage_peers(work, args.peer_epochs, quality=not args.peer_speed_only)
+    if "options" not in skip:
+        results["options"] = stage_options(work)
+    if "best" not in skip:
+        results["best"] = stage_best(work)
+    if "export" not in skip:
+        results["export"] = stage_export(work, results.get("train", {}))
+    if "peak" not in skip:
+        results["matmul_peak_end"] = common.matmul_peak_flops()
+        results["matmul_peak"] = max(results["matmul_peak_start"], results["matmul_peak_end"])
+        print(f"[peak] end {results['matmul_peak_end'] / 1e9:.0f} GFLOP/s", flush=True)
+    results["total_seconds"] = time.perf_counter() - start
+
+    for path in args.merge:
+        with open(path) as f:
+            earlier = json.load(f)
+        for stage in ("train", "evaluate", "peers", "best", "options", "export"):
+            if stage not in results and stage in earlier:
+                results[stage] = earlier[stage]
+                results.setdefault("merged_from", {})[stage] = {"file": path, "machine": earlier.get("machine")}
+    common.dump(os.path.join(work, "results.json"), results)
+    results["summary"] = report.summarize(results)
+    common.dump(os.path.join(work, "results.json"), results)
+    markdown = report.markdown(results)
+    with open(os.path.join(work, "results.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+    if args.commit_results:
+        shutil.copy(os.path.join(work, "results.json"), os.path.join(HERE, "results.json"))
+        shutil.copy(os.path.join(work, "results.md"), os.path.join(HERE, "results.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
