@@ -60,7 +60,8 @@ def train_and_score(
     train_seconds = time.perf_counter() - start
     model = result.model
     x = held_out_images() if eval_images_ is None else eval_images_
-    scores = evaluate_likelihood(model, x, num_samples=iwae_samples) if iwae_samples else {}
+    labels = load_splits("bundled").test_labels if rc.model.conditional else None
+    scores = evaluate_likelihood(model, x, labels, num_samples=iwae_samples) if iwae_samples else {}
     hist = result.history
     return {
         "model": rc.model.to_dict(),

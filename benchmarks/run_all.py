@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,11 +49,13 @@ TORCH_PYTHON = os.environ.get(
     "VAE_BENCH_TORCH_PYTHON", os.path.expanduser("~/.cache/vae-tf-torch-venv/bin/python")
 )
 TF_PEERS = ("keras_io", "keras_io_l16", "tf_cvae", "tfp_layers")
-STAGES = ("peak", "train", "evaluate", "peers", "best", "options", "export")
+STAGES = ("peak", "train", "evaluate", "peers", "pairs", "best", "options", "export")
 
-# Issue 4: option combinations, each a change to the default configuration.
+# Issue 4: each option alone on the plain model (ELBO, no warm-up: OPTIONS_BASE), and
+# the combinations; the same budget as the default (30 epochs, batch 128).
+OPTIONS_BASE = {"iwae_samples": 1, "kl_warmup_steps": 0}
 OPTIONS: dict[str, dict] = {
-    "default": {},
+    "plain ELBO (base)": {},
     "posterior=full": {"posterior": "full"},
     "posterior=iaf": {"posterior": "iaf"},
     "prior=mog": {"prior": "mog"},
@@ -63,6 +66,7 @@ OPTIONS: dict[str, dict] = {
     "conditional": {"conditional": True},
     "iaf + mog": {"posterior": "iaf", "prior": "mog"},
     "iaf + vamp + iwae k=5": {"posterior": "iaf", "prior": "vamp", "iwae_samples": 5},
+    "default: iwae k=5 + warm-up 300": {"iwae_samples": 5, "kl_warmup_steps": 300},
 }
 
 
@@ -192,6 +196,52 @@ def stage_peers(work: str, epochs: int, quality: bool = True) -> dict:
     return results
 
 
+PAIRS = (("mlp", "pytorch_examples", 1.2), ("conv-small", "keras_io_l16", 1.3))
+
+
+def stage_pairs(work: str, rounds: int, epochs: int) -> dict:
+    """Speed ratios on a noisy machine: each of our presets and its peer are trained
+    back to back, `rounds` times, `epochs` epochs each (images/s: median over the
+    epochs after the first); the ratio of each round, and their median."""
+    if not os.path.isdir(PEERS_DIR):
+        print(f"[pairs] skipped: {PEERS_DIR} not found", flush=True)
+        return {"skipped": f"{PEERS_DIR} not found"}
+    data_dir, _ = common.write_peer_data(work)
+    results = {}
+    for preset, peer, goal in PAIRS:
+        if peer == "pytorch_examples":
+            if not os.path.exists(TORCH_PYTHON):
+                print(f"[pairs] {preset} vs {peer} skipped: no torch venv at {TORCH_PYTHON}", flush=True)
+                results[preset] = {"skipped": f"no torch venv at {TORCH_PYTHON}"}
+                continue
+            peer_cmd = [TORCH_PYTHON, os.path.join(PEERS_DIR, "peers_torch.py")]
+        else:
+            peer_cmd = [sys.executable, os.path.join(PEERS_DIR, "peers_tf.py"), peer]
+        ours, theirs = [], []
+        for i in range(rounds):
+            run_dir = os.path.join(work, f"pair-{preset}-{i}")
+            r = run_measured(vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--epochs",
+                                            str(epochs), "--out", run_dir, "--no-pictures"],
+                             os.path.join(work, f"pair-{preset}-{i}.log"))
+            if r["returncode"]:
+                raise RuntimeError(f"vae-tf train --preset {preset} failed:\n{tail(r['log'])}")
+            with open(os.path.join(run_dir, "history.json")) as f:
+                ours.append(json.load(f)["images_per_second"])
+            out_dir = os.path.join(work, f"pair-peers-{i}")
+            r = run_measured(peer_cmd + ["--epochs", str(epochs), "--train-idx", data_dir, "--out", out_dir],
+                             os.path.join(work, f"pair-{peer}-{i}.log"))
+            if r["returncode"]:
+                raise RuntimeError(f"peer {peer} failed:\n{tail(r['log'])}")
+            theirs.append(last_json_line(r["log"])["images_per_s"])
+            print(f"[pairs] round {i}: {preset} {ours[-1]:.0f} vs {peer} {theirs[-1]:.0f} images/s "
+                  f"(x{ours[-1] / theirs[-1]:.2f})", flush=True)
+        ratios = sorted(a / b for a, b in zip(ours, theirs))
+        results[preset] = {"peer": peer, "goal": goal, "ours_images_per_second": ours,
+                           "peer_images_per_second": theirs, "ratios": ratios,
+                           "median_ratio": statistics.median(ratios), "epochs": epochs}
+    return results
+
+
 def stage_best(work: str) -> dict:
     rc = common.run_config("best")
     r = common.train_and_score(rc, keep_dir=os.path.join(work, "best"))
@@ -200,12 +250,19 @@ def stage_best(work: str) -> dict:
     return r
 
 
-def stage_options(work: str) -> dict:
+def stage_options(work: str, names: list[str] | None = None) -> dict:
     results = {}
     x = common.held_out_images()
     for name, change in OPTIONS.items():
-        rc = common.run_config("default", model=change)
-        r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="opt-"))
+        if names and name not in names:
+            continue
+        rc = common.run_config("default", model={**OPTIONS_BASE, **change})
+        try:
+            r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="opt-"))
+        except Exception as err:  # one failing option must not lose the others
+            print(f"[options] {name} failed: {err!r}", flush=True)
+            results[name] = {"change": change, "failed": repr(err)}
+            continue
         r["change"] = change
         results[name] = r
         print(f"[options] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
@@ -213,29 +270,48 @@ def stage_options(work: str) -> dict:
     return results
 
 
-def stage_export(work: str, runs: dict) -> dict:
+def stage_export(work: str, runs: dict, peak: float | None) -> dict:
+    """Decoder latency (issue 6 item 4) through the export package: `vae-tf export` of
+    the default and conv-small runs, then its benchmark (benchmarks/bench_export.py) on
+    each export. Adds the batch-64 FLOP/s as a share of the matmul peak and the int8 /
+    float32 file-size ratio."""
     bench = os.path.join(HERE, "bench_export.py")
     if not os.path.exists(bench):
-        print("[export] skipped: benchmarks/bench_export.py (owned by the export package) is not there yet", flush=True)
+        print("[export] skipped: benchmarks/bench_export.py (owned by the export package) is not there", flush=True)
         return {"skipped": "benchmarks/bench_export.py not present"}
     results = {}
     for name in ("default", "conv-small"):
         if name not in runs:
             continue
-        out = os.path.join(work, f"export-{name}")
-        r = run_measured(
-            [sys.executable, bench, runs[name]["run_dir"], "--out", out, "--json"],
-            os.path.join(work, f"export-{name}.log"),
-        )
+        exported = os.path.join(work, f"export-{name}")
+        r = run_measured(vae_tf_cli() + ["export", runs[name]["run_dir"], "--out", exported],
+                         os.path.join(work, f"export-{name}.log"))
         if r["returncode"]:
-            print(f"[export] {name} failed:\n{tail(r['log'])}", flush=True)
+            print(f"[export] {name}: vae-tf export failed:\n{tail(r['log'])}", flush=True)
             results[name] = {**r, "failed": True}
             continue
-        try:
-            results[name] = {**r, **last_json_line(r["log"])}
-        except RuntimeError as err:
-            results[name] = {**r, "failed": True, "error": str(err)}
-        print(f"[export] {name}: done", flush=True)
+        out = os.path.join(work, f"export-bench-{name}")
+        os.makedirs(out, exist_ok=True)
+        r = run_measured([sys.executable, bench, "--model", exported, "--out", out],
+                         os.path.join(work, f"export-bench-{name}.log"))
+        path = os.path.join(out, "export_results.json")
+        if r["returncode"] or not os.path.exists(path):
+            print(f"[export] {name}: bench_export.py failed:\n{tail(r['log'])}", flush=True)
+            results[name] = {**r, "failed": True}
+            continue
+        with open(path) as f:
+            res = json.load(f)
+        rows = {row["runtime"]: row for row in res.get("results", [])}
+        macs = res.get("decoder_macs_per_image")
+        for row in rows.values():
+            if macs and peak and row.get("batch64_us_per_image"):
+                row["batch64_share_of_peak"] = 2 * macs / (row["batch64_us_per_image"] * 1e-6) / peak
+        f32 = rows.get("LiteRT float32", {}).get("size_bytes")
+        i8 = rows.get("LiteRT int8", {}).get("size_bytes")
+        results[name] = {"decoder_macs_per_image": macs, "rows": list(rows.values()),
+                         "int8_over_float32_size": i8 / f32 if i8 and f32 else None, "raw": path}
+        print(f"[export] {name}: " + ", ".join(
+            f"{k} {v.get('batch1_ms')} ms" for k, v in rows.items() if v.get("batch1_ms") is not None), flush=True)
     return results
 
 
@@ -244,6 +320,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip: {', '.join(STAGES)}")
     p.add_argument("--peer-epochs", type=int, default=30, help="epochs of each peer (default 30)")
+    p.add_argument("--options", default="", help="comma-separated names of OPTIONS to run (default: all)")
+    p.add_argument("--pair-rounds", type=int, default=3, help="back-to-back rounds of the pairs stage")
+    p.add_argument("--pair-epochs", type=int, default=6, help="epochs per run in the pairs stage")
     p.add_argument("--peer-speed-only", action="store_true", help="time the peers without scoring them")
     p.add_argument("--speed-epochs", type=int, default=None,
                    help="epochs of the presets other than default in the train stage (default: their own)")
@@ -273,25 +352,44 @@ def main(argv=None) -> int:
         results["evaluate"] = stage_evaluate(work, results["train"]["default"]["run_dir"])
     if "peers" not in skip:
         results["peers"] = stage_peers(work, args.peer_epochs, quality=not args.peer_speed_only)
+    if "pairs" not in skip:
+        results["pairs"] = stage_pairs(work, args.pair_rounds, args.pair_epochs)
     if "options" not in skip:
-        results["options"] = stage_options(work)
+        results["options"] = stage_options(work, [n for n in args.options.split(",") if n] or None)
     if "best" not in skip:
         results["best"] = stage_best(work)
     if "export" not in skip:
-        results["export"] = stage_export(work, results.get("train", {}))
+        results["export"] = stage_export(work, results.get("train", {}), results.get("matmul_peak_start"))
     if "peak" not in skip:
         results["matmul_peak_end"] = common.matmul_peak_flops()
         results["matmul_peak"] = max(results["matmul_peak_start"], results["matmul_peak_end"])
         print(f"[peak] end {results['matmul_peak_end'] / 1e9:.0f} GFLOP/s", flush=True)
+        for e in (results.get("export") or {}).values():  # shares against the run's peak
+            macs = e.get("decoder_macs_per_image") if isinstance(e, dict) else None
+            for row in (e.get("rows") or []) if macs else []:
+                if row.get("batch64_us_per_image"):
+                    row["batch64_share_of_peak"] = 2 * macs / (row["batch64_us_per_image"] * 1e-6) / results["matmul_peak"]
     results["total_seconds"] = time.perf_counter() - start
 
     for path in args.merge:
         with open(path) as f:
             earlier = json.load(f)
-        for stage in ("train", "evaluate", "peers", "best", "options", "export"):
-            if stage not in results and stage in earlier:
+        for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "export"):
+            if stage not in earlier:
+                continue
+            if stage not in results:
                 results[stage] = earlier[stage]
+            elif stage in ("train", "peers", "export", "options"):  # per model: keep this run's, add the others
+                added = [k for k in earlier[stage] if k not in results[stage]]
+                results[stage].update({k: earlier[stage][k] for k in added})
+                stage = f"{stage}: {', '.join(added)}" if added else None
+            else:
+                stage = None
+            if stage:
                 results.setdefault("merged_from", {})[stage] = {"file": path, "machine": earlier.get("machine")}
+        if "matmul_peak" not in results and "matmul_peak" in earlier:
+            for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
+                results[key] = earlier[key]
     common.dump(os.path.join(work, "results.json"), results)
     results["summary"] = report.summarize(results)
     common.dump(os.path.join(work, "results.json"), results)

@@ -353,7 +353,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"lr_schedule": "constant", "jit_compile": False},
     },
     # The best combination found by benchmarks/ (docs/results.md): the default MLP with
-    # the IWAE k=5 objective, trained 200 epochs (about 4 minutes on an idle 2-core CPU);
+    # the IWAE k=5 objective, trained 200 epochs (7.4 minutes on the busy 2-core CPU);
     # 95.95 nats IWAE NLL on the held-out bundled digits. IAF, MoG/Vamp priors and
     # encoder dropout did not help in the 30-epoch grid; longer runs overfit 4,500 digits.
     "best": {
