@@ -117,6 +117,7 @@ class VAE(keras.Model):
             z = self.flow(z)
         self.decode(z, label)
         self.prior()
+        self.built = True  # every variable exists: count_params() and summary() work
 
     def initialize_output_bias(self, images) -> None:
         """Starts p(x|z) at the data's mean image: sets the bias of the decoder's logits
