@@ -12,7 +12,7 @@ from vae_tf.config import UserError
 # [0, 1]). float32 formats must match the TF decoder. The reduced-precision ones were
 # measured on the tiny MLP test models, a small conv net and the packaged MLP (largest:
 # float16 3.8e-4, dynamic int8 2.1e-2, int8 6.2e-2, all on the packaged model; see
-# docs/export.md) and leave a margin of about 2.5-5x.
+# README "Export") and leave a margin of about 2.5-5x.
 TOLERANCES = {
     "saved_model": 1e-5,
     "decoder_float32.tflite": 1e-5,
