@@ -44,7 +44,7 @@ def save_figure(fig, path: str | os.PathLike) -> str:
 def save_grid(images: np.ndarray, path: str | os.PathLike, title: str, ncols: int | None = None) -> str:
     """Writes a grid of [N, H, W, C] images in [0, 1] (ink dark on white) as a PNG."""
     canvas = tile(images, ncols)
-    scale = 0.35 * canvas.shape[1] / 30
+    scale = canvas.shape[1] / 40  # inches: about 2.5 screen pixels per image pixel at dpi 100
     fig, ax = plt.subplots(figsize=(max(3.0, scale), max(3.0, scale * canvas.shape[0] / canvas.shape[1]) + 0.4))
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title)
