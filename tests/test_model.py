@@ -14,7 +14,9 @@ from vae_tf import VAE, VAEConfig
 from vae_tf.data import make_pipeline
 
 METRICS = {"loss", "reconstruction", "kl", "elbo"}
-SMALL = VAEConfig(architecture="mlp", hidden_units=(32,), latent_dim=4, activation="relu")
+SMALL = VAEConfig(
+    architecture="mlp", hidden_units=(32,), latent_dim=4, activation="relu", iwae_samples=1, kl_warmup_steps=0,
+)
 
 
 def _log_sigmoid(logits):

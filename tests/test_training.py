@@ -22,7 +22,9 @@ from vae_tf.data import Datasets, eval_images, make_pipeline
 from vae_tf.model import VAE
 from vae_tf.training import WEIGHTS_PREFIX, choose_strategy
 
-SMALL_MODEL = VAEConfig(architecture="mlp", hidden_units=(64,), latent_dim=4, activation="relu", iwae_samples=1)
+SMALL_MODEL = VAEConfig(
+    architecture="mlp", hidden_units=(64,), latent_dim=4, activation="relu", iwae_samples=1, kl_warmup_steps=0,
+)
 SMALL_TRAIN = TrainConfig(
     epochs=2, batch_size=64, learning_rate=3e-3, lr_schedule="constant", steps_per_execution=4,
     preprocessing="static",

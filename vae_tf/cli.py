@@ -167,6 +167,15 @@ def _run_config_from_args(args):
     return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))
 
 
+def _load_run(run_dir):
+    """The trained model of a run directory and its RunConfig."""
+    from vae_tf.config import RunConfig
+    from vae_tf.training import load
+
+    model = load(run_dir)
+    return model, RunConfig.load(os.path.join(run_dir, "config.json"))
+
+
 def _eval_split(run_config, spec, split):
     """Images (preprocessed for evaluation) and labels of one split of `spec`."""
     from vae_tf.data import eval_images, load_splits
@@ -219,12 +228,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from vae_tf.config import RunConfig
     from vae_tf.evaluation import evaluate_likelihood
-    from vae_tf.training import load
 
-    model = load(args.run_dir)
-    run_config = RunConfig.load(os.path.join(args.run_dir, "config.json"))
+    model, run_config = _load_run(args.run_dir)
     images, labels, note = _eval_split(run_config, args.data, args.split)
     if args.max_images:
         images, labels = images[: args.max_images], labels[: args.max_images]
@@ -290,11 +296,8 @@ def cmd_sample(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     from vae_tf import plots
-    from vae_tf.config import RunConfig
-    from vae_tf.training import load
 
-    model = load(args.run_dir)
-    run_config = RunConfig.load(os.path.join(args.run_dir, "config.json"))
+    model, run_config = _load_run(args.run_dir)
     images, labels, _ = _eval_split(run_config, args.data, args.split)
     x, y = images[: args.num], labels[: args.num]
     recon = model.reconstruct(x, y if model.config.conditional else None).numpy()
