@@ -19,7 +19,7 @@ Variational autoencoders on images (MNIST-like), with TFP distribution layers,
 trained with model.fit under tf.distribute, exported to SavedModel, TFLite and ONNX.
 
 Quickstart:
-  vae-tf train --data bundled --epochs 30 --out runs/mnist     # ~2 min on 2 CPU cores
+  vae-tf train --data bundled --epochs 30 --out runs/mnist     # ~1 min on 2 CPU cores
   vae-tf sample runs/mnist --num 64 --out samples.png
   vae-tf evaluate runs/mnist --data bundled --split test --iwae-samples 1000
   vae-tf export runs/mnist --out saved_models/mnist_vae
