@@ -167,30 +167,15 @@ def _run_config_from_args(args):
     return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))
 
 
-def _load_run(run_dir):
-    """The trained model of a run directory and its RunConfig."""
-    from vae_tf.config import RunConfig
-    from vae_tf.training import load
-
-    model = load(run_dir)
-    return model, RunConfig.load(os.path.join(run_dir, "config.json"))
-
-
 def _eval_split(run_config, spec, split):
-    """Images (preprocessed for evaluation) and labels of one split of `spec`."""
-    from vae_tf.data import eval_images, load_splits
+    """Evaluation images and labels of one split, and a note when "test" is a held-out slice."""
+    from vae_tf.evaluation import eval_split
 
-    t = run_config.train
-    splits = load_splits(
-        spec or t.data, validation_fraction=t.validation_fraction, split_seed=t.split_seed,
-        data_dir=t.data_dir, manual_dir=t.manual_dir,
-    )
-    images = getattr(splits, f"{split}_images")
-    labels = getattr(splits, f"{split}_labels")
+    images, labels, splits = eval_split(run_config, spec, split)
     note = None
     if split == "test" and not splits.has_test_split:
-        note = f"{spec or t.data} has no test split: using its held-out slice of {len(images)} images"
-    return eval_images(images, t.preprocessing), labels, note
+        note = f"{spec or run_config.train.data} has no test split: using its held-out slice of {len(images)} images"
+    return images, labels, note
 
 
 def cmd_train(args) -> int:
@@ -229,8 +214,9 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from vae_tf.evaluation import evaluate_likelihood
+    from vae_tf.training import load_run
 
-    model, run_config = _load_run(args.run_dir)
+    model, run_config = load_run(args.run_dir)
     images, labels, note = _eval_split(run_config, args.data, args.split)
     if args.max_images:
         images, labels = images[: args.max_images], labels[: args.max_images]
@@ -296,8 +282,9 @@ def cmd_sample(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     from vae_tf import plots
+    from vae_tf.training import load_run
 
-    model, run_config = _load_run(args.run_dir)
+    model, run_config = load_run(args.run_dir)
     images, labels, _ = _eval_split(run_config, args.data, args.split)
     x, y = images[: args.num], labels[: args.num]
     recon = model.reconstruct(x, y if model.config.conditional else None).numpy()

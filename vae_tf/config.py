@@ -115,13 +115,11 @@ class VAEConfig:
         num_classes: number of labels of a conditional model.
         beta: weight of the KL term (beta-VAE; 1 is the ELBO).
         kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over this many
-            optimizer steps (0 disables warm-up). Defaults to 600 (README "Results":
-            about 2 nats better held-out NLL after 30 epochs on 4,500 digits).
+            optimizer steps (0 disables warm-up). Defaults to 600 (README "Results").
         free_bits: minimum KL in nats per image that the loss charges (0 disables).
         iwae_samples: k latent samples per image in the training objective: 1 is the
-            ELBO, k > 1 the importance-weighted bound (IWAE). Defaults to 10 (about 3
-            nats better held-out NLL than the ELBO after 30 epochs, at a third of the
-            images/s).
+            ELBO, k > 1 the importance-weighted bound (IWAE); each step decodes k
+            latents per image. Defaults to 10 (README "Results").
     """
 
     image_shape: tuple[int, int, int] = (28, 28, 1)

@@ -12,8 +12,32 @@ import time
 import numpy as np
 import tf_keras as keras
 
+from vae_tf.config import RunConfig
+from vae_tf.data import Splits, eval_images, load_splits
 from vae_tf.losses import bits_per_dim
 from vae_tf.model import VAE
+
+
+def eval_split(
+    run_config: RunConfig, spec: str | None = None, split: str = "test"
+) -> tuple[np.ndarray, np.ndarray, Splits]:
+    """Images and labels of one split of `spec` (default: the run's training data),
+    carved with the run's held-out settings and preprocessed for evaluation (static
+    binarization for binarized runs).
+
+    Returns:
+        (images [N, H, W, C] in [0, 1], labels [N], the Splits they came from). Where
+        the source has no test split, "test" is its held-out slice
+        (`splits.has_test_split` is False).
+    """
+    t = run_config.train
+    splits = load_splits(
+        spec or t.data, validation_fraction=t.validation_fraction, split_seed=t.split_seed,
+        data_dir=t.data_dir, manual_dir=t.manual_dir,
+    )
+    images = getattr(splits, f"{split}_images")
+    labels = getattr(splits, f"{split}_labels")
+    return eval_images(images, t.preprocessing), labels, splits
 
 
 def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:

@@ -28,9 +28,8 @@ import numpy as np
 
 from vae_tf import plots
 from vae_tf.config import RunConfig, write_text_atomic
-from vae_tf.data import eval_images, load_splits
-from vae_tf.evaluation import auroc, marginal_log_prob, ood_images, per_image_scores
-from vae_tf.training import load
+from vae_tf.evaluation import auroc, eval_split, marginal_log_prob, ood_images, per_image_scores
+from vae_tf.training import load_run
 
 REPORT_DIR = "report"
 PICTURES = (
@@ -92,15 +91,11 @@ def write_report(
         progress: print progress of the log p(x) computation to stderr.
     """
     start = time.perf_counter()
-    model = load(run_dir)
-    run_config = RunConfig.load(os.path.join(run_dir, "config.json"))
+    model, run_config = load_run(run_dir)
     cfg, t = model.config, run_config.train
-    splits = load_splits(
-        data or t.data, validation_fraction=t.validation_fraction, split_seed=t.split_seed,
-        data_dir=t.data_dir, manual_dir=t.manual_dir,
-    )
-    images = eval_images(splits.test_images, t.preprocessing)[:max_images]
-    labels = splits.test_labels[:max_images] if splits.test_labels is not None else None
+    images, labels, splits = eval_split(run_config, data, "test")
+    images = images[:max_images]
+    labels = labels[:max_images] if labels is not None else None
     split_name = "test split" if splits.has_test_split else "held-out slice of the training split"
     if cfg.conditional and labels is None:
         raise ValueError(f"a conditional model needs labelled data, but {data or t.data} has no labels.")

@@ -53,18 +53,22 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _several_local_cpus(strategy: tf.distribute.Strategy) -> bool:
-    """True when the strategy mirrors over several CPU devices of this machine.
+def _replicas_on_cpus_only(strategy: tf.distribute.Strategy) -> bool:
+    """True when the strategy has several replicas and all of them are CPUs.
 
-    XLA cannot compile the train step there: the compiled step on CPU:0 reads the
-    replica variables on CPU:1 ("Trying to access resource ... located in device
-    CPU:1 from device CPU:0"), so `train` runs such a strategy without jit_compile.
+    XLA cannot compile such a train step: with several local CPUs the compiled step on
+    CPU:0 reads the replica variables on CPU:1 ("Trying to access resource ... located
+    in device CPU:1 from device CPU:0"), and across CPU workers it has no collectives
+    ("Collectives are not yet implemented for CPU devices when compiling with XLA").
+    `train` therefore runs such a strategy without jit_compile.
     """
+    if strategy.num_replicas_in_sync <= 1:
+        return False
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # the default strategy has no worker_devices
         return False
-    return len(devices) > 1 and all("CPU" in d.upper() for d in devices)
+    return all("CPU" in d.upper() for d in devices)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -75,22 +79,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (
         resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
     )
-
-
-def _cpu_workers(strategy: tf.distribute.Strategy) -> bool:
-    """True for MultiWorkerMirroredStrategy on CPU-only workers.
-
-    XLA does not compile cross-worker collectives on CPU ("Collectives are not yet
-    implemented for CPU devices when compiling with XLA", b/194942685), so `train` runs
-    such a strategy without jit_compile.
-    """
-    if strategy.num_replicas_in_sync <= 1 or getattr(strategy, "cluster_resolver", None) is None:
-        return False
-    try:
-        devices = strategy.extended.worker_devices
-    except RuntimeError:
-        return False
-    return all("CPU" in d.upper() for d in devices)
 
 
 def make_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -294,7 +282,7 @@ def train(
         model.initialize_output_bias(splits.train_images)
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
-            jit_compile=train_cfg.jit_compile and not _several_local_cpus(strategy) and not _cpu_workers(strategy),
+            jit_compile=train_cfg.jit_compile and not _replicas_on_cpus_only(strategy),
             steps_per_execution=train_cfg.steps_per_execution,
         )
         # Create the optimizer's slots now: BackupAndRestore restores model and optimizer
@@ -376,6 +364,11 @@ def save_weights(model: VAE, run_dir: str) -> None:
 
 def load(run_dir: str) -> VAE:
     """Rebuilds the VAE of a run directory from its config.json and final weights."""
+    return load_run(run_dir)[0]
+
+
+def load_run(run_dir: str) -> tuple[VAE, RunConfig]:
+    """The trained VAE of a run directory and the RunConfig it was trained with."""
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isdir(run_dir):
         raise TrainingError(f"run directory {run_dir!r} does not exist; train one with `vae-tf train --out {run_dir}`.")
@@ -390,4 +383,4 @@ def load(run_dir: str) -> VAE:
     run_config = RunConfig.load(config_path)
     model = VAE(run_config.model, noise_seed=run_config.train.seed)
     model.load_weights(prefix).expect_partial()
-    return model
+    return model, run_config
