@@ -44,12 +44,14 @@ logger = logging.getLogger("vae_tf.export")
 MANIFEST_FORMAT = 1
 SERVING_DIR = "serving"
 DECODER_DIR = ".decoder_savedmodel"
+FIXED_DECODER_DIR = ".decoder_savedmodel_fixed_batch"
 
 
 def _write_tflite(variant):
     def write(ctx, path):
         model = ctx["model"]
-        data = tflite.convert(ctx["decoder_dir"], variant, tflite.representative_latents(model), model.config.conditional)
+        representative = tflite.representative_latents(model, ctx["tflite_batch"])
+        data = tflite.convert(ctx["tflite_decoder_dir"], variant, representative, model.config.conditional)
         with open(path, "wb") as f:
             f.write(data)
         return {"format": f"tflite_{variant}", **tflite.describe(path)}
@@ -184,7 +186,15 @@ def _install(tmp: str, out_dir: str, version: int, names: list[str], overwrite: 
         os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
 
 
-def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwrite: bool = False, opset: int = 17) -> dict:
+def export_run(
+    run_dir: str,
+    out_dir: str,
+    *,
+    version: int | None = None,
+    overwrite: bool = False,
+    opset: int = 17,
+    tflite_batch: int | None | str = "auto",
+) -> dict:
     """Exports the trained model of `run_dir` to `out_dir` and returns the manifest.
 
     Writes `out_dir/serving/<version>/` (TF Serving SavedModel), `decoder_float32.tflite`,
@@ -197,6 +207,9 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
         version: serving version number; None takes the next free one (1 in a new dir).
         overwrite: replace `serving/<version>/` if it exists (otherwise an error).
         opset: ONNX opset.
+        tflite_batch: batch size fixed in the TFLite decoders: "auto" (open for an MLP
+            decoder, 1 for a convolutional one: `tflite.edge_batch_size`), None (open) or
+            a positive int. The SavedModel and ONNX decoders always take any batch.
 
     Raises:
         ExportError: naming the artifact and the problem (conversion failed, output past
@@ -222,7 +235,13 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out {out_dir} exists and is not a directory.")
 
+    if tflite_batch != "auto" and tflite_batch is not None and (
+        isinstance(tflite_batch, bool) or not isinstance(tflite_batch, int) or tflite_batch <= 0
+    ):
+        raise ExportError(f"tflite_batch must be 'auto', None (any batch) or a positive int, got {tflite_batch!r}.")
     model = load(run_dir)
+    if tflite_batch == "auto":
+        tflite_batch = tflite.edge_batch_size(model.config)
     run_config = RunConfig.load(os.path.join(run_dir, "config.json"))
     c = model.config
     z, label = reference_batch(c.latent_dim, c.conditional, c.num_classes)
@@ -240,6 +259,7 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
         "num_classes": c.num_classes,
         "prior": c.prior,
         "decoder_macs_per_image": count_macs(model.decoder_body),
+        "tflite_batch": tflite_batch,
         "config": run_config.to_dict(),
         "metrics": _run_metrics(run_dir),
         "serving_version": version,
@@ -259,6 +279,7 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
     ctx = {
         "model": model,
         "opset": opset,
+        "tflite_batch": tflite_batch,
         "manifest": manifest,
         "onnx_metadata": {
             "producer": f"vae-tf {vae_tf.__version__} (tf2onnx)",
@@ -293,8 +314,11 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
         logger.info("saved_model %s: %.1fs, %d bytes", serving_rel, time.perf_counter() - start, tree_size(serving_path))
 
         # Edge decoders, converted from the decoder-only SavedModel.
-        ctx["decoder_dir"] = os.path.join(tmp, DECODER_DIR)
+        ctx["decoder_dir"] = ctx["tflite_decoder_dir"] = os.path.join(tmp, DECODER_DIR)
         serving.save_decoder(model, ctx["decoder_dir"])
+        if ctx["tflite_batch"] is not None:
+            ctx["tflite_decoder_dir"] = os.path.join(tmp, FIXED_DECODER_DIR)
+            serving.save_decoder(model, ctx["tflite_decoder_dir"], batch_size=ctx["tflite_batch"])
         for name, (write, run) in FORMATS.items():
             start = time.perf_counter()
             path = os.path.join(tmp, name)
@@ -315,6 +339,8 @@ def export_run(run_dir: str, out_dir: str, *, version: int | None = None, overwr
             }
             logger.info("%s: %.1fs, %d bytes, max |diff| %.2e", name, time.perf_counter() - start, os.path.getsize(path), diff)
         shutil.rmtree(ctx["decoder_dir"])
+        if ctx["tflite_decoder_dir"] != ctx["decoder_dir"]:
+            shutil.rmtree(ctx["tflite_decoder_dir"])
 
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)

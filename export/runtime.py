@@ -38,7 +38,10 @@ class _Decoder:
 
 
 class TFLiteDecoder(_Decoder):
-    """A .tflite decoder run by the LiteRT interpreter through its `decode` signature."""
+    """A .tflite decoder run by the LiteRT interpreter through its `decode` signature.
+
+    `batch_size` is the file's fixed batch (None: any batch); a decoder with a fixed
+    batch decodes n latents in chunks of that size, the last one zero-padded."""
 
     def __init__(self, path: str, manifest: dict, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
@@ -46,10 +49,23 @@ class TFLiteDecoder(_Decoder):
         super().__init__(os.path.basename(path), manifest)
         self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner("decode")
+        batch = int(self.runner.get_input_details()["z"]["shape_signature"][0])
+        self.batch_size = None if batch < 0 else batch
 
     def decode(self, z, label=None) -> np.ndarray:
         """Images [n, H, W, C] (the mean of p(x|z)) for z float32 [n, D]."""
-        return np.array(self.runner(**self._inputs(z, label))["image"])
+        inputs = self._inputs(z, label)
+        b, n = self.batch_size, len(inputs["z"])
+        if b is None or n == b:
+            return np.array(self.runner(**inputs)["image"])
+        chunks = []
+        for start in range(0, max(n, 1), b):
+            chunk = {k: v[start:start + b] for k, v in inputs.items()}
+            short = b - len(chunk["z"])
+            if short:
+                chunk = {k: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
+            chunks.append(np.array(self.runner(**chunk)["image"])[: b - short])
+        return np.concatenate(chunks)
 
 
 class ONNXDecoder(_Decoder):

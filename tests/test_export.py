@@ -154,6 +154,30 @@ def test_conv_model_exports_within_tolerance(conv_run, tmp_path):
         assert manifest["artifacts"][name]["max_abs_diff"] <= TOLERANCES[name]
         assert np.max(np.abs(_decoder(exp, name).decode(z) - want)) <= TOLERANCES[name], name
     assert manifest["artifacts"]["decoder.onnx"]["opset"] == 15
+    # A conv decoder's TFLite files are fixed at batch 1 (XNNPACK runs TRANSPOSE_CONV
+    # only with a constant output shape); ONNX keeps the open batch.
+    assert manifest["tflite_batch"] == 1
+    for name in EDGE[:-1]:
+        assert manifest["artifacts"][name]["inputs"]["z"]["shape"] == [1, 4], name
+        assert _decoder(exp, name).batch_size == 1
+    assert manifest["artifacts"]["decoder.onnx"]["inputs"]["z"]["shape"] == ["batch", 4]
+
+
+def test_tflite_batch_is_chosen_and_checked(tiny_run, tiny_model, tmp_path):
+    with pytest.raises(ExportError, match="tflite_batch must be 'auto', None .* or a positive int, got 0"):
+        export_run(tiny_run, str(tmp_path / "bad"), tflite_batch=0)
+    assert not os.path.exists(tmp_path / "bad")
+    manifest = export_run(tiny_run, str(tmp_path / "b3"), tflite_batch=3)
+    assert manifest["tflite_batch"] == 3
+    exp = load_exported(str(tmp_path / "b3"))
+    z = np.random.default_rng(4).standard_normal((7, 8)).astype(np.float32)  # chunks 3 + 3 + 1 (padded)
+    want = tiny_model.decode(z).mean().numpy()
+    for variant in ("float32", "int8"):
+        decoder = exp.tflite(variant)
+        assert decoder.batch_size == 3
+        got = decoder.decode(z)
+        assert got.shape == want.shape
+        assert np.max(np.abs(got - want)) <= TOLERANCES[f"decoder_{variant}.tflite"], variant
 
 
 @pytest.mark.parametrize("runtime", ["saved_model", "decoder_int8.tflite", "decoder.onnx"])

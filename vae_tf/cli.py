@@ -81,6 +81,18 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,256, got {text!r}") from None
 
 
+def _tflite_batch(text: str) -> int | None | str:
+    if text in ("auto", "any"):
+        return None if text == "any" else text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected auto, any or a positive batch size, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vae-tf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, help="serving version number (default: next free one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--tflite-batch", type=_tflite_batch, default="auto", metavar="auto|any|N",
+                   help="batch size fixed in the TFLite decoders: auto (default: any batch for an MLP "
+                   "decoder, 1 for a convolutional one, which LiteRT runs 1.7x faster at batch 1 "
+                   "than with an open batch), any, or N")
     return parser
 
 
@@ -304,7 +320,10 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from vae_tf.export import export_run
 
-    manifest = export_run(args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset)
+    manifest = export_run(
+        args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset,
+        tflite_batch=args.tflite_batch,
+    )
     for name, entry in manifest["artifacts"].items():
         print(f"  {name}: {entry['size_bytes'] / 1024:.0f} KiB, max |diff| vs TF {entry['max_abs_diff']:.2e}")
     print(f"exported to {args.out}")

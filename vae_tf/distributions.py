@@ -192,8 +192,24 @@ class MixturePrior(keras.layers.Layer):
         return config
 
 
+class LogitBernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli` parameterized by logits l, with a cheaper `log_prob`.
+
+    log p(x) = x l - softplus(l), the same value as TFP's
+    x (-softplus(-l)) + (1 - x) (-softplus(l)) for every x in [0, 1], in two
+    elementwise passes instead of nine. The likelihood of every decoded latent goes
+    through it (k per image in IWAE training, 1000 per image in `evaluate`), where those
+    passes over [k, B, H, W, C] cost as much as the decoder's matmuls. Logits must be
+    finite (they come from a Dense or Conv layer).
+    """
+
+    def _log_prob(self, event):
+        logits = tf.convert_to_tensor(self.logits)
+        return tf.cast(event, logits.dtype) * logits - tf.math.softplus(logits)
+
+
 def _bernoulli(logits):
-    return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
+    return tfd.Independent(LogitBernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
 
 
 def _continuous_bernoulli(logits):
