@@ -6,10 +6,13 @@ decoder's multiply-accumulates per image.
 Runtimes: the TF SavedModel (`serving_default` signature, TF 2 eager call of the
 loaded signature), each LiteRT variant (`decode` signature runner, XNNPACK delegate)
 and ONNX Runtime (CPU). Median over `--runs` calls after warm-up, at batch 1 and
-batch 64; one thread per runtime, so the numbers compare engines, not core counts.
-Also measured: the float32 and int8 TFLite decoders converted with a fixed batch of 1
-(what a phone app that decodes one image at a time would ship; not resizable), to show
-the cost of the open batch dimension. Writes benchmarks/export_results.json and .md.
+batch 64 with one thread per runtime, so the numbers compare engines, not core counts;
+batch 1 again with as many threads as the machine has cores (`batch1_ms_all_cores`). A
+TFLite decoder with a fixed batch of 1 (convolutional models, see
+vae_tf/export/tflite.py) decodes batch 64 as 64 calls. Where the shipped TFLite files
+have an open batch, the float32 and int8 decoders converted with a fixed batch of 1 are
+also timed, to show the cost of the open batch dimension. Writes
+benchmarks/export_results.json and .md.
 """
 
 from __future__ import annotations
@@ -103,13 +106,17 @@ def main(argv=None) -> int:
     d, conditional = m["latent_dim"], m["conditional"]
     rows = []
 
-    def bench(runtime, artifact, size, decode):
+    cores = os.cpu_count() or 1
+
+    def bench(runtime, artifact, size, decode, decode_all_cores=None):
         row = {"runtime": runtime, "artifact": artifact, "size_bytes": size}
         for batch in (1, 64):
             z = np.random.default_rng(batch).standard_normal((batch, d)).astype(np.float32)
             label = (np.arange(batch) % m["num_classes"]).astype(np.int32) if conditional else None
             runs = args.runs if batch == 1 else max(20, args.runs // 4)
             row[f"batch{batch}_ms"] = round(_time(lambda: decode(z, label), runs), 4)
+            if batch == 1 and decode_all_cores is not None:
+                row["batch1_ms_all_cores"] = round(_time(lambda: decode_all_cores(z, label), runs), 4)
         row["batch64_us_per_image"] = round(row["batch64_ms"] * 1e3 / 64, 2)
         rows.append(row)
         print(json.dumps(row))
@@ -118,13 +125,16 @@ def main(argv=None) -> int:
     bench("TF SavedModel (serving_default)", saved["path"], saved["size_bytes"], exported.decode)
     for variant in ("float32", "float16", "dynamic_int8", "int8"):
         name = f"decoder_{variant}.tflite"
-        bench(f"LiteRT {variant}", name, m["artifacts"][name]["size_bytes"], exported.tflite(variant, num_threads=1).decode)
-    bench("ONNX Runtime", "decoder.onnx", m["artifacts"]["decoder.onnx"]["size_bytes"], exported.onnx(num_threads=1).decode)
+        bench(f"LiteRT {variant}", name, m["artifacts"][name]["size_bytes"],
+              exported.tflite(variant, num_threads=1).decode, exported.tflite(variant, num_threads=cores).decode)
+    bench("ONNX Runtime", "decoder.onnx", m["artifacts"]["decoder.onnx"]["size_bytes"],
+          exported.onnx(num_threads=1).decode, exported.onnx(num_threads=cores).decode)
+    tflite_batch = m.get("tflite_batch")
 
     with tempfile.TemporaryDirectory() as tmp:
         from ai_edge_litert.interpreter import Interpreter
 
-        for variant in ("float32", "int8"):
+        for variant in ("float32", "int8") if tflite_batch is None else ():
             path = _fixed_batch_tflite(exported.saved_model_dir, d, conditional, variant, tmp)
             runner = Interpreter(model_path=path, num_threads=1).get_signature_runner("decode")
             z = np.random.default_rng(1).standard_normal((1, d)).astype(np.float32)
@@ -141,7 +151,8 @@ def main(argv=None) -> int:
         "config": m["config"]["model"],
         "decoder_macs_per_image": m["decoder_macs_per_image"],
         "date": datetime.date.today().isoformat(),
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "threads_per_runtime": 1, "note": args.note},
+        "machine": {"cpu": _cpu(), "cores": cores, "threads_per_runtime": 1, "note": args.note},
+        "tflite_batch": tflite_batch,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "runs": args.runs,
         "results": rows,
@@ -152,17 +163,19 @@ def main(argv=None) -> int:
     lines = [
         f"Decoder of `{result['model']}` ({m['config']['model']['architecture']}, latent {d}): "
         f"{result['decoder_macs_per_image']:,} multiply-accumulates per image. "
-        f"{result['machine']['cpu']}, {result['machine']['cores']} cores, 1 thread per runtime, "
-        f"median of {args.runs} calls (batch 64: {max(20, args.runs // 4)}), {result['date']}."
+        f"{result['machine']['cpu']}, {cores} cores, 1 thread per runtime (and {cores} at batch 1 where "
+        f"shown), median of {args.runs} calls (batch 64: {max(20, args.runs // 4)}), {result['date']}. "
+        f"TFLite batch: {'open' if tflite_batch is None else f'fixed at {tflite_batch}'}."
         + (f" {args.note}" if args.note else ""),
         "",
-        "| runtime | artifact | size | batch 1 (ms) | batch 64 (ms) | batch 64 (µs/image) |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| runtime | artifact | size | batch 1 (ms) | batch 1, {cores} threads (ms) | batch 64 (ms) | batch 64 (µs/image) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         b64 = "-" if r["batch64_ms"] is None else f"{r['batch64_ms']:.3f}"
         per = "-" if r["batch64_us_per_image"] is None else f"{r['batch64_us_per_image']:.1f}"
-        lines.append(f"| {r['runtime']} | {r['artifact']} | {r['size_bytes'] / 1024:.0f} KiB | {r['batch1_ms']:.3f} | {b64} | {per} |")
+        allc = "-" if r.get("batch1_ms_all_cores") is None else f"{r['batch1_ms_all_cores']:.3f}"
+        lines.append(f"| {r['runtime']} | {r['artifact']} | {r['size_bytes'] / 1024:.0f} KiB | {r['batch1_ms']:.3f} | {allc} | {b64} | {per} |")
     with open(os.path.join(args.out, "export_results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -20,7 +20,8 @@ from vae_tf.data import eval_images  # noqa: E402
 
 # The plain ELBO without warm-up, whatever the library default.
 TINY_MODEL = VAEConfig(
-    architecture="mlp", hidden_units=(128,), latent_dim=8, activation="relu", iwae_samples=1, kl_warmup_steps=0,
+    architecture="mlp", hidden_units=(128,), latent_dim=8, activation="relu", prior="normal", iwae_samples=1,
+    kl_warmup_steps=0,
 )
 TINY_TRAIN = TrainConfig(epochs=4, batch_size=128, learning_rate=3e-3, lr_schedule="constant", steps_per_execution=8)
 

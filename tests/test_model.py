@@ -15,7 +15,8 @@ from vae_tf.data import make_pipeline
 
 METRICS = {"loss", "reconstruction", "kl", "elbo"}
 SMALL = VAEConfig(
-    architecture="mlp", hidden_units=(32,), latent_dim=4, activation="relu", iwae_samples=1, kl_warmup_steps=0,
+    architecture="mlp", hidden_units=(32,), latent_dim=4, activation="relu", prior="normal", iwae_samples=1,
+    kl_warmup_steps=0,
 )
 
 

@@ -110,6 +110,8 @@ class VAEConfig:
         flow_hidden_units: hidden width of each IAF step's MADE network.
         prior: p(z): "normal" (N(0, I)), "mog" (learned mixture of Gaussians) or
             "vamp" (VampPrior: mixture of posteriors at learned pseudo-inputs).
+            Defaults to "mog" (with the IWAE objective: -1.7 nats held-out NLL, README
+            "Results").
         prior_components: mixture components of "mog" / pseudo-inputs of "vamp".
         conditional: condition encoder and decoder on the integer label.
         num_classes: number of labels of a conditional model.
@@ -137,7 +139,7 @@ class VAEConfig:
     posterior: str = "diag"
     flow_layers: int = 2
     flow_hidden_units: int = 128
-    prior: str = "normal"
+    prior: str = "mog"
     prior_components: int = 16
     conditional: bool = False
     num_classes: int = 10
@@ -338,7 +340,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mlp": {
         "model": {
             "architecture": "mlp", "hidden_units": (400,), "latent_dim": 20, "activation": "relu",
-            "iwae_samples": 1, "kl_warmup_steps": 0,
+            "prior": "normal", "iwae_samples": 1, "kl_warmup_steps": 0,
         },
         "train": {"learning_rate": 3e-3, "lr_schedule": "constant"},
     },
@@ -346,7 +348,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "conv-small": {
         "model": {
             "architecture": "conv", "conv_filters": (32, 64), "dense_units": 16, "latent_dim": 16,
-            "activation": "relu", "iwae_samples": 1, "kl_warmup_steps": 0,
+            "activation": "relu", "prior": "normal", "iwae_samples": 1, "kl_warmup_steps": 0,
         },
         # No XLA: on CPU, XLA's convolutions run 2.7x slower than oneDNN's (benchmarks/).
         "train": {"learning_rate": 3e-3, "lr_schedule": "constant", "jit_compile": False},
