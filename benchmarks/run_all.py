@@ -18,7 +18,9 @@ Stages (each can be skipped with --skip NAME[,NAME]):
             peers or the torch venv are missing).
   best      the `best` preset (no epoch limit), trained and scored the same way.
   options   issue 4: each option combination trained with the default budget, IWAE NLL
-            (k = 1000) on the held-out slice.
+            (k = 1000) on the held-out slice (base: the plain ELBO with N(0, I)).
+  grid      issue 6: one change at a time on top of the default configuration (what
+            each choice buys in nats), trained and scored the same way.
   export    decoder latency and sizes through the export package's benchmark
             (benchmarks/bench_export.py), when present.
 
@@ -49,11 +51,11 @@ TORCH_PYTHON = os.environ.get(
     "VAE_BENCH_TORCH_PYTHON", os.path.expanduser("~/.cache/vae-tf-torch-venv/bin/python")
 )
 TF_PEERS = ("keras_io", "keras_io_l16", "tf_cvae", "tfp_layers")
-STAGES = ("peak", "train", "evaluate", "peers", "pairs", "best", "options", "export")
+STAGES = ("peak", "train", "evaluate", "peers", "pairs", "best", "options", "grid", "export")
 
 # Issue 4: each option alone on the plain model (ELBO, no warm-up: OPTIONS_BASE), and
 # the combinations; the same budget as the default (30 epochs, batch 128).
-OPTIONS_BASE = {"iwae_samples": 1, "kl_warmup_steps": 0}
+OPTIONS_BASE = {"iwae_samples": 1, "kl_warmup_steps": 0, "prior": "normal"}
 OPTIONS: dict[str, dict] = {
     "plain ELBO (base)": {},
     "posterior=full": {"posterior": "full"},
@@ -67,6 +69,19 @@ OPTIONS: dict[str, dict] = {
     "iaf + mog": {"posterior": "iaf", "prior": "mog"},
     "iaf + vamp + iwae k=5": {"posterior": "iaf", "prior": "vamp", "iwae_samples": 5},
     "default: iwae k=5 + warm-up 300": {"iwae_samples": 5, "kl_warmup_steps": 300},
+}
+
+# name -> (VAEConfig changes, TrainConfig changes) on top of the default configuration.
+GRID: dict[str, tuple[dict, dict]] = {
+    "default (base)": ({}, {}),
+    "default, seed 1 (noise check)": ({}, {"seed": 1}),
+    "prior=normal (the previous default)": ({"prior": "normal"}, {}),
+    "prior=normal, seed 1": ({"prior": "normal"}, {"seed": 1}),
+    "prior=mog with 32 components": ({"prior_components": 32}, {}),
+    "posterior=iaf": ({"posterior": "iaf"}, {}),
+    "encoder dropout 0.1": ({"dropout": 0.1}, {}),
+    "weight decay 0.05 (AdamW)": ({}, {"weight_decay": 0.05}),
+    "hidden 512-256": ({"hidden_units": (512, 256)}, {}),
 }
 
 
@@ -250,6 +265,19 @@ def stage_best(work: str) -> dict:
     return r
 
 
+def stage_grid(work: str) -> dict:
+    results = {}
+    x = common.held_out_images()
+    for name, (model_change, train_change) in GRID.items():
+        rc = common.run_config("default", model=model_change, train_cfg=train_change)
+        r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="grid-"))
+        r["change"] = {"model": model_change, "train": train_change}
+        results[name] = r
+        print(f"[grid] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
+              f"{r['train_seconds']:.0f} s training", flush=True)
+    return results
+
+
 def stage_options(work: str, names: list[str] | None = None) -> dict:
     results = {}
     x = common.held_out_images()
@@ -356,6 +384,8 @@ def main(argv=None) -> int:
         results["pairs"] = stage_pairs(work, args.pair_rounds, args.pair_epochs)
     if "options" not in skip:
         results["options"] = stage_options(work, [n for n in args.options.split(",") if n] or None)
+    if "grid" not in skip:
+        results["grid"] = stage_grid(work)
     if "best" not in skip:
         results["best"] = stage_best(work)
     if "export" not in skip:
@@ -374,12 +404,12 @@ def main(argv=None) -> int:
     for path in args.merge:
         with open(path) as f:
             earlier = json.load(f)
-        for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "export"):
+        for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "grid", "export"):
             if stage not in earlier:
                 continue
             if stage not in results:
                 results[stage] = earlier[stage]
-            elif stage in ("train", "peers", "export", "options"):  # per model: keep this run's, add the others
+            elif stage in ("train", "peers", "export", "options", "grid"):  # per model: keep this run's, add the others
                 added = [k for k in earlier[stage] if k not in results[stage]]
                 results[stage].update({k: earlier[stage][k] for k in added})
                 stage = f"{stage}: {', '.join(added)}" if added else None

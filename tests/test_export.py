@@ -230,6 +230,9 @@ def test_cli_export_and_failure_message(tiny_run, tmp_path, capsys):
     assert os.listdir(os.path.join(out, "serving")) == ["3"]
     assert main(["export", tiny_run, "--out", out, "--version", "3"]) == 2
     assert "serving/3 exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", tiny_run, "--out", out, "--tflite-batch", "one"])
+    assert "expected auto, any or a positive batch size, got 'one'" in capsys.readouterr().err
 
 
 # === The committed saved_models/mnist_vae ===
