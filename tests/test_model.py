@@ -248,25 +248,32 @@ def test_get_config_from_config_round_trip(tiny_model, digits):
 # === Mixed precision ===
 
 
-@pytest.fixture
-def mixed_float16():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.fixture(params=["float16", "bfloat16"])
+def mixed_policy(request):
+    keras.mixed_precision.set_global_policy(f"mixed_{request.param}")
     try:
-        yield
+        yield request.param
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_body_float16_heads_float32_and_a_train_step_runs(mixed_float16, digits):
+def test_mixed_precision_is_bfloat16_on_a_cpu():
+    from vae_tf.training import mixed_precision_policy
+
+    assert not tf.config.list_logical_devices("GPU")  # the CPU machines the tests run on
+    assert mixed_precision_policy() == "mixed_bfloat16"
+
+
+def test_mixed_precision_body_low_precision_heads_float32_and_a_train_step_runs(mixed_policy, digits):
     keras.utils.set_random_seed(0)
     model = VAE(SMALL)
     dense_body = [l for l in model.encoder_body.layers if isinstance(l, keras.layers.Dense)]
-    assert dense_body and all(l.compute_dtype == "float16" for l in dense_body)
-    assert model.decoder_body.layers[0].compute_dtype == "float16"
+    assert dense_body and all(l.compute_dtype == mixed_policy for l in dense_body)
+    assert model.decoder_body.layers[0].compute_dtype == mixed_policy
     assert model.posterior_params.compute_dtype == "float32"
     assert model.decoder_body.get_layer("logits").compute_dtype == "float32"
     assert all(w.dtype == tf.float32 for w in model.weights)  # variables stay float32
-    assert model.encoder_body(digits[:2]).dtype == tf.float16
+    assert model.encoder_body(digits[:2]).dtype == getattr(tf, mixed_policy)
     px = model.decode(tf.zeros([2, 4]))
     bernoulli = getattr(px, "tensor_distribution", px).distribution
     assert bernoulli.logits.dtype == tf.float32

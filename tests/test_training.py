@@ -75,8 +75,11 @@ def test_run_directory_contents(small_run):
     assert summary["split_sizes"] == {"train": 2048, "validation": 200, "test": 200}
     history = summary["history"]
     for key in ("loss", "reconstruction", "kl", "elbo", "val_loss", "val_reconstruction", "val_kl", "val_elbo",
-                "epoch_seconds"):
+                "epoch_seconds", "step_seconds"):
         assert len(history[key]) == 2, key
+    # Throughput counts the training steps only: the validation pass comes after them.
+    assert all(0 < s < e for s, e in zip(history["step_seconds"], history["epoch_seconds"]))
+    assert summary["images_per_second"] == pytest.approx(2048 / history["step_seconds"][1])
     assert small_run.history == summary
 
     with open(os.path.join(run_dir, "history.csv")) as f:

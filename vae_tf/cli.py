@@ -57,7 +57,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-schedule", choices=("constant", "cosine"))
     g.add_argument("--validation-fraction", type=float, help="held-out share where the source has no validation split")
     g.add_argument("--seed", type=int, help="seed of initialization, shuffling, binarization and noise")
-    g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPU)")
+    g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision: float16 on a GPU, bfloat16 on a CPU")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None, help="do not XLA-compile the step")
     g.add_argument("--deterministic", action="store_true", default=None, help="bit-identical reruns (TF op determinism)")
     g.add_argument("--data-dir", help="TFDS data directory")

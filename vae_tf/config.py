@@ -235,7 +235,8 @@ class TrainConfig:
         split_seed: seed of the held-out split (kept apart from `seed` so that runs
             with different seeds evaluate on the same held-out digits).
         seed: seed of initialization, shuffling, binarization and latent sampling.
-        mixed_precision: train in mixed_float16 (GPU); heads stay float32.
+        mixed_precision: train in mixed precision: float16 on a GPU, bfloat16 on a
+            CPU (`training.mixed_precision_policy`); heads stay float32.
         jit_compile: compile the train step with XLA.
         steps_per_execution: train steps per call into the compiled function.
         deterministic: enable TensorFlow op determinism (bit-identical reruns).
