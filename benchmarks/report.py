@@ -181,8 +181,8 @@ def markdown(r: dict) -> str:
         rows = [(name, o.get("iwae_nll"), o.get("iwae_nll_stderr"),
                  None if base is None or o.get("iwae_nll") is None else o["iwae_nll"] - base, o.get("neg_elbo"),
                  o.get("images_per_second"), o.get("train_seconds")) for name, o in r["options"].items()]
-        out.append("Base: the default MLP with the ELBO objective and no KL warm-up; images/s measured on the "
-                   "busy machine, so only rough.\n\n")
+        out.append("Base: the default MLP with the plain ELBO, the N(0, I) prior and no KL warm-up "
+                   "(`OPTIONS_BASE` in run_all.py); each row changes what it names.\n\n")
         out.append(_table(["option", "IWAE NLL", "± se", "vs base", "test -ELBO", "images/s", "train s"], rows))
 
     if r.get("grid"):

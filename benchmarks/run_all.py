@@ -416,7 +416,10 @@ def main(argv=None) -> int:
             else:
                 stage = None
             if stage:
-                results.setdefault("merged_from", {})[stage] = {"file": path, "machine": earlier.get("machine")}
+                # A stage the earlier file had merged itself keeps its original source.
+                name = stage.split(":")[0]
+                origin = next((v for k, v in (earlier.get("merged_from") or {}).items() if k.split(":")[0] == name), None)
+                results.setdefault("merged_from", {})[stage] = origin or {"file": path, "machine": earlier.get("machine")}
         if "matmul_peak" not in results and "matmul_peak" in earlier:
             for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
                 results[key] = earlier[key]
