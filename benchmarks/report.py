@@ -108,6 +108,15 @@ def _table(header, rows):
     return "\n".join(lines) + "\n"
 
 
+def _vs_base_rows(runs: dict, base_name: str, extra: str) -> list[tuple]:
+    """Rows (name, IWAE NLL, its stderr, difference to `base_name`, -ELBO, `extra`,
+    training seconds) of a stage that trains one configuration per row."""
+    base = (runs.get(base_name) or {}).get("iwae_nll")
+    return [(name, o.get("iwae_nll"), o.get("iwae_nll_stderr"),
+             None if base is None or o.get("iwae_nll") is None else o["iwae_nll"] - base, o.get("neg_elbo"),
+             o.get(extra), o.get("train_seconds")) for name, o in runs.items()]
+
+
 def markdown(r: dict) -> str:
     m = r.get("machine", {})
     out = [f"# vae-tf benchmark, {m.get('date', '')}\n",
@@ -177,10 +186,7 @@ def markdown(r: dict) -> str:
 
     if r.get("options"):
         out.append("\n## Options (issue 4): default budget (30 epochs, batch 128), IWAE k = 1000 on the held-out 500\n\n")
-        base = _get(r, "options", "plain ELBO (base)", "iwae_nll")
-        rows = [(name, o.get("iwae_nll"), o.get("iwae_nll_stderr"),
-                 None if base is None or o.get("iwae_nll") is None else o["iwae_nll"] - base, o.get("neg_elbo"),
-                 o.get("images_per_second"), o.get("train_seconds")) for name, o in r["options"].items()]
+        rows = _vs_base_rows(r["options"], "plain ELBO (base)", "images_per_second")
         out.append("Base: the default MLP with the plain ELBO, the N(0, I) prior and no KL warm-up "
                    "(`OPTIONS_BASE` in run_all.py); each row changes what it names.\n\n")
         out.append(_table(["option", "IWAE NLL", "± se", "vs base", "test -ELBO", "images/s", "train s"], rows))
@@ -188,10 +194,7 @@ def markdown(r: dict) -> str:
     if r.get("grid"):
         out.append("\n## What each choice buys: one change at a time on the default (30 epochs, batch 128), "
                    "IWAE k = 1000 on the held-out 500\n\n")
-        base = _get(r, "grid", "default (base)", "iwae_nll")
-        rows = [(name, o.get("iwae_nll"), o.get("iwae_nll_stderr"),
-                 None if base is None or o.get("iwae_nll") is None else o["iwae_nll"] - base, o.get("neg_elbo"),
-                 o.get("params"), o.get("train_seconds")) for name, o in r["grid"].items()]
+        rows = _vs_base_rows(r["grid"], "default (base)", "params")
         out.append(_table(["change", "IWAE NLL", "± se", "vs default", "test -ELBO", "params", "train s"], rows))
 
     exp = r.get("export")

@@ -265,37 +265,40 @@ def stage_best(work: str) -> dict:
     return r
 
 
-def stage_grid(work: str) -> dict:
+def _train_and_score_each(work: str, stage: str, runs: dict) -> dict:
+    """Trains and scores each `name -> (RunConfig, change)` of `runs` on the held-out
+    slice; a failing run is recorded and does not lose the others."""
     results = {}
     x = common.held_out_images()
-    for name, (model_change, train_change) in GRID.items():
-        rc = common.run_config("default", model=model_change, train_cfg=train_change)
-        r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="grid-"))
-        r["change"] = {"model": model_change, "train": train_change}
-        results[name] = r
-        print(f"[grid] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
-              f"{r['train_seconds']:.0f} s training", flush=True)
-    return results
-
-
-def stage_options(work: str, names: list[str] | None = None) -> dict:
-    results = {}
-    x = common.held_out_images()
-    for name, change in OPTIONS.items():
-        if names and name not in names:
-            continue
-        rc = common.run_config("default", model={**OPTIONS_BASE, **change})
+    for name, (rc, change) in runs.items():
         try:
-            r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix="opt-"))
-        except Exception as err:  # one failing option must not lose the others
-            print(f"[options] {name} failed: {err!r}", flush=True)
+            r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix=f"{stage}-"))
+        except Exception as err:  # noqa: BLE001 - reported per run
+            print(f"[{stage}] {name} failed: {err!r}", flush=True)
             results[name] = {"change": change, "failed": repr(err)}
             continue
         r["change"] = change
         results[name] = r
-        print(f"[options] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
-              f"-ELBO {r['neg_elbo']:.2f}, {r['images_per_second']:.0f} images/s", flush=True)
+        print(f"[{stage}] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
+              f"-ELBO {r['neg_elbo']:.2f}, {r['images_per_second']:.0f} images/s, "
+              f"{r['train_seconds']:.0f} s training", flush=True)
     return results
+
+
+def stage_grid(work: str) -> dict:
+    runs = {
+        name: (common.run_config("default", model=model, train_cfg=train), {"model": model, "train": train})
+        for name, (model, train) in GRID.items()
+    }
+    return _train_and_score_each(work, "grid", runs)
+
+
+def stage_options(work: str, names: list[str] | None = None) -> dict:
+    runs = {
+        name: (common.run_config("default", model={**OPTIONS_BASE, **change}), change)
+        for name, change in OPTIONS.items() if not names or name in names
+    }
+    return _train_and_score_each(work, "options", runs)
 
 
 def stage_export(work: str, runs: dict, peak: float | None) -> dict:
