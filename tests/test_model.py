@@ -285,3 +285,35 @@ def test_mixed_precision_body_low_precision_heads_float32_and_a_train_step_runs(
     assert set(logs) == METRICS and all(np.isfinite(v) for v in logs.values()), logs
     changed = [np.any(a != w.numpy()) for a, w in zip(before, model.trainable_weights)]
     assert all(changed)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_conv2d_equals_conv2d_with_and_without_xla(channels):
+    """The decoder's last conv is computed as depthwise + channel sum outside XLA: it
+    must give Conv2D's outputs and gradients (same weights), and XLA must still work."""
+    from vae_tf.networks import ImageConv2D
+
+    x = tf.constant(np.random.default_rng(channels).normal(size=(4, 14, 14, 16)).astype("float32"))
+    ours = ImageConv2D(channels, 3, padding="same")
+    plain = keras.layers.Conv2D(channels, 3, padding="same")
+    ours(x), plain(x)
+    plain.set_weights(ours.get_weights())
+
+    def value_and_grads(layer, jit):
+        @tf.function(jit_compile=jit)
+        def f(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * tf.sin(y))
+            return (y, *tape.gradient(loss, [x, *layer.trainable_weights]))
+
+        return f(x)
+
+    expected = value_and_grads(plain, False)
+    for jit in (False, True):
+        for got, want in zip(value_and_grads(ours, jit), expected):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    # Outside XLA the graph really is the depthwise form.
+    graph = tf.function(ours).get_concrete_function(x).graph
+    assert any(op.type == "DepthwiseConv2dNative" for op in graph.get_operations())

@@ -291,7 +291,9 @@ def train(
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds = datasets.train.with_options(options)
+    # One iterator for the whole run: `fit` re-creates the iterator of a finite dataset
+    # every epoch (pipeline start-up inside the epoch, iterator teardown between them).
+    train_ds = datasets.train.with_options(options).repeat()
     val_ds = datasets.validation.with_options(options) if datasets.validation is not None else None
 
     with strategy.scope():
@@ -329,6 +331,7 @@ def train(
         train_ds,
         validation_data=val_ds,
         epochs=train_cfg.epochs,
+        steps_per_epoch=datasets.steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
