@@ -1,12 +1,13 @@
 """Decoder latency of an exported model in each runtime, with file sizes and the
 decoder's multiply-accumulates per image.
 
-    python benchmarks/bench_export.py [--model saved_models/mnist_vae] [--runs 200]
+    python benchmarks/bench_export.py [--model saved_models/mnist_vae] [--runs 2000] [--batch64-runs 50]
 
 Runtimes: the TF SavedModel (`serving_default` signature, TF 2 eager call of the
 loaded signature), each LiteRT variant (`decode` signature runner, XNNPACK delegate)
 and ONNX Runtime (CPU). Median over `--runs` calls after warm-up, at batch 1 and
-batch 64 with one thread per runtime, so the numbers compare engines, not core counts;
+batch 64 (`--batch64-runs` calls) with one thread per runtime, so the numbers compare
+engines, not core counts;
 batch 1 again with as many threads as the machine has cores (`batch1_ms_all_cores`). A
 TFLite decoder with a fixed batch of 1 (convolutional models, see
 vae_tf/export/tflite.py) decodes batch 64 as 64 calls. Where the shipped TFLite files
@@ -43,7 +44,7 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
-def _time(fn, runs: int, warmup: int = 10) -> float:
+def _time(fn, runs: int, warmup: int = 50) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -89,7 +90,10 @@ def _fixed_batch_tflite(saved_model_dir: str, latent_dim: int, conditional: bool
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(REPO, "saved_models", "mnist_vae"))
-    parser.add_argument("--runs", type=int, default=200)
+    # Batch-1 calls take ~0.1 ms: 2,000 of them (0.2-0.5 s) keep the median steady on a
+    # machine whose speed drifts; 200 moved it by up to 25% between invocations.
+    parser.add_argument("--runs", type=int, default=2000, help="calls timed at batch 1 (default 2000)")
+    parser.add_argument("--batch64-runs", type=int, default=50, help="calls timed at batch 64 (default 50)")
     parser.add_argument("--out", default=HERE)
     parser.add_argument("--note", default="", help="a note on the machine (e.g. shared/busy)")
     args = parser.parse_args(argv)
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
         for batch in (1, 64):
             z = np.random.default_rng(batch).standard_normal((batch, d)).astype(np.float32)
             label = (np.arange(batch) % m["num_classes"]).astype(np.int32) if conditional else None
-            runs = args.runs if batch == 1 else max(20, args.runs // 4)
+            runs = args.runs if batch == 1 else args.batch64_runs
             row[f"batch{batch}_ms"] = round(_time(lambda: decode(z, label), runs), 4)
             if batch == 1 and decode_all_cores is not None:
                 row["batch1_ms_all_cores"] = round(_time(lambda: decode_all_cores(z, label), runs), 4)
@@ -155,6 +159,7 @@ def main(argv=None) -> int:
         "tflite_batch": tflite_batch,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "runs": args.runs,
+        "batch64_runs": args.batch64_runs,
         "results": rows,
     }
     with open(os.path.join(args.out, "export_results.json"), "w") as f:
@@ -164,7 +169,7 @@ def main(argv=None) -> int:
         f"Decoder of `{result['model']}` ({m['config']['model']['architecture']}, latent {d}): "
         f"{result['decoder_macs_per_image']:,} multiply-accumulates per image. "
         f"{result['machine']['cpu']}, {cores} cores, 1 thread per runtime (and {cores} at batch 1 where "
-        f"shown), median of {args.runs} calls (batch 64: {max(20, args.runs // 4)}), {result['date']}. "
+        f"shown), median of {args.runs} calls (batch 64: {args.batch64_runs}), {result['date']}. "
         f"TFLite batch: {'open' if tflite_batch is None else f'fixed at {tflite_batch}'}."
         + (f" {args.note}" if args.note else ""),
         "",

@@ -224,6 +224,10 @@ class VAE(keras.Model):
         one_hot = self._labels(label, batch_shape)
         if one_hot is not None:
             z = tf.concat([z, one_hot], axis=-1)
+        if z.shape.rank == 2:
+            # [B, D] (every exported decoder): no reshapes, which would cost a batch-1
+            # edge decoder a Shape/Slice/Concat/Reshape chain (~20 us in ONNX Runtime).
+            return self.likelihood_head(self.decoder_body(z, training=training))
         flat = tf.reshape(z, [-1, z.shape[-1]])
         logits = self.decoder_body(flat, training=training)
         logits = tf.reshape(logits, tf.concat([batch_shape, self.config.image_shape], 0))
