@@ -43,14 +43,15 @@ def representative_latents(model, batch_size: int | None = None):
     c = model.config
     batch = batch_size or CALIBRATION_BATCH_SIZE
     count = -(-CALIBRATION_BATCHES * CALIBRATION_BATCH_SIZE // batch) * batch
-    z = model.prior().sample(count, seed=(CALIBRATION_SEED, 0)).numpy()
+    labels = (np.arange(count) % c.num_classes).astype(np.int32) if c.conditional else None
+    z = model.sample_prior(count, seed=(CALIBRATION_SEED, 0), label=labels).numpy()
     z = z.astype(np.float32).reshape(count // batch, batch, c.latent_dim)
 
     def generate():
         for i, latents in enumerate(z):
             inputs = {"z": latents}
             if c.conditional:
-                inputs["label"] = ((np.arange(i * batch, (i + 1) * batch)) % c.num_classes).astype(np.int32)
+                inputs["label"] = labels[i * batch : (i + 1) * batch]
             yield inputs
 
     return generate

@@ -144,6 +144,33 @@ def test_mixture_prior_log_prob_matches_tfp():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_class_conditional_mixture_prior_is_each_class_own_mixture():
+    """With `num_classes`, the prior given labels [B] is each label's own mixture:
+    log p(z|y) equals TFP's mixture built from that class's weights (z [k, B, D]
+    against batch [B]), samples come one per label, and a missing label is an error."""
+    from vae_tf.distributions import MixturePrior
+
+    layer = MixturePrior(latent_dim=3, num_components=4, num_classes=5)
+    layer.build()
+    rng = np.random.default_rng(1)
+    layer.locs.assign(rng.normal(0, 2, (5, 4, 3)).astype(np.float32))
+    layer.raw_scales.assign(rng.normal(0, 1, (5, 4, 3)).astype(np.float32))
+    layer.logits.assign(rng.normal(0, 1, (5, 4)).astype(np.float32))
+    labels = np.array([4, 0, 2, 2, 1, 3], np.int32)
+    z = rng.normal(0, 3, (7, len(labels), 3)).astype(np.float32)
+    got = layer(labels).log_prob(z).numpy()
+    assert got.shape == (7, len(labels))
+    for i, y in enumerate(labels):
+        own = tfd.MixtureSameFamily(
+            tfd.Categorical(logits=layer.logits[y]),
+            tfd.MultivariateNormalDiag(layer.locs[y], tf.nn.softplus(layer.raw_scales[y]) + 1e-4),
+        )
+        np.testing.assert_allclose(got[:, i], own.log_prob(z[:, i]).numpy(), rtol=1e-5, atol=1e-4)
+    assert layer(labels).sample(seed=(1, 2)).shape == (len(labels), 3)
+    with pytest.raises(ValueError, match="pass `label`"):
+        layer(None)
+
+
 def test_flow_posterior_density_integrates_to_one(digits):
     """A 2-D IAF posterior with a visibly non-Gaussian flow: exp(log q(z|x)) summed
     on a 400x400 grid covering its samples integrates to 1 within 2%."""

@@ -111,7 +111,8 @@ class VAEConfig:
         prior: p(z): "normal" (N(0, I)), "mog" (learned mixture of Gaussians) or
             "vamp" (VampPrior: mixture of posteriors at learned pseudo-inputs).
             Defaults to "mog" (with the IWAE objective: -1.7 nats held-out NLL, README
-            "Results").
+            "Results"). A conditional model's "mog" is one mixture per class, p(z|y),
+            so that latents drawn for a label decode to that label.
         prior_components: mixture components of "mog" / pseudo-inputs of "vamp".
         conditional: condition encoder and decoder on the integer label.
         num_classes: number of labels of a conditional model.

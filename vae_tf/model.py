@@ -84,7 +84,12 @@ class VAE(keras.Model):
         self.decoder_body = build_decoder_body(c)
         self.likelihood_head = make_likelihood_head(c)
         self.mixture_prior = (
-            MixturePrior(c.latent_dim, c.prior_components, name="mog_prior") if c.prior == "mog" else None
+            MixturePrior(
+                c.latent_dim, c.prior_components, num_classes=c.num_classes if c.conditional else None,
+                name="mog_prior",
+            )
+            if c.prior == "mog"
+            else None
         )
         if c.prior == "vamp":
             # VampPrior pseudo-inputs, stored as logits so that sigmoid keeps them in [0, 1].
@@ -116,7 +121,7 @@ class VAE(keras.Model):
             self.flow.build(z.shape)
             z = self.flow(z)
         self.decode(z, label)
-        self.prior()
+        self.prior(label)
         self.built = True  # every variable exists: count_params() and summary() work
 
     def initialize_output_bias(self, images) -> None:
@@ -149,10 +154,8 @@ class VAE(keras.Model):
             )
         return x
 
-    def _labels(self, label, batch_shape) -> tf.Tensor | None:
-        """One-hot labels [..., K] broadcast to `batch_shape`, or None if unconditional."""
-        if not self.config.conditional:
-            return None
+    def _label_ids(self, label) -> tf.Tensor:
+        """A conditional model's label as int32 (scalar or [batch]), checked."""
         if label is None:
             raise ValueError(
                 f"this model is conditional on {self.config.num_classes} classes: pass `label` "
@@ -161,7 +164,13 @@ class VAE(keras.Model):
         label = tf.convert_to_tensor(label)
         if not label.dtype.is_integer:
             raise ValueError(f"label must be an integer class in [0, {self.config.num_classes}), got {label.dtype.name}.")
-        one_hot = tf.one_hot(tf.cast(label, tf.int32), self.config.num_classes, dtype=tf.float32)
+        return tf.cast(label, tf.int32)
+
+    def _labels(self, label, batch_shape) -> tf.Tensor | None:
+        """One-hot labels [..., K] broadcast to `batch_shape`, or None if unconditional."""
+        if not self.config.conditional:
+            return None
+        one_hot = tf.one_hot(self._label_ids(label), self.config.num_classes, dtype=tf.float32)
         return tf.broadcast_to(one_hot, tf.concat([batch_shape, [self.config.num_classes]], 0))
 
     def _posterior_base(self, x, label=None, training=False) -> tfd.Distribution:
@@ -233,11 +242,16 @@ class VAE(keras.Model):
         logits = tf.reshape(logits, tf.concat([batch_shape, self.config.image_shape], 0))
         return self.likelihood_head(logits)
 
-    def prior(self) -> tfd.Distribution:
+    def prior(self, label=None) -> tfd.Distribution:
         """p(z) over [D]: N(0, I), a learned mixture of Gaussians, or the VampPrior
-        (an equal mixture of the encoder's Gaussian heads at the pseudo-inputs)."""
+        (an equal mixture of the encoder's Gaussian heads at the pseudo-inputs).
+
+        A conditional model with the mixture prior has one mixture per class, p(z|y):
+        it needs `label` (int [B]) and returns a distribution with batch shape [B].
+        Other priors ignore `label`.
+        """
         if self.mixture_prior is not None:
-            return self.mixture_prior(None)
+            return self.mixture_prior(label if self.config.conditional else None)
         if self.config.prior == "vamp":
             q = self._posterior_base(tf.sigmoid(self.pseudo_input_logits))
             k = self.config.prior_components
@@ -259,9 +273,22 @@ class VAE(keras.Model):
         if isinstance(seed, int):
             seed = (seed, 0)
         z_seed, x_seed = (None, None) if seed is None else tfp.random.split_seed(seed, n=2)
-        z = self.prior().sample(num_samples, seed=z_seed)
+        z = self.sample_prior(num_samples, seed=z_seed, label=label)
         px = self.decode(z, label)
         return px.mean() if mean else px.sample(seed=x_seed)
+
+    def sample_prior(self, num_samples: int, seed=None, label=None) -> tf.Tensor:
+        """Latents z ~ p(z) (p(z|label) for a class-conditional prior): [n, D].
+
+        Args:
+            num_samples: number of latents n.
+            seed: a pair of ints (stateless), or None for fresh randomness.
+            label: class (int or [n] ints) for a conditional model.
+        """
+        if self.mixture_prior is not None and self.config.conditional:
+            labels = tf.broadcast_to(self._label_ids(label), tf.reshape(num_samples, [1]))
+            return self.prior(labels).sample(seed=seed)
+        return self.prior().sample(num_samples, seed=seed)
 
     def reconstruct(self, x, label=None) -> tf.Tensor:
         """Mean of p(x|z) at the posterior's deterministic code: [B, H, W, C] in [0, 1]."""
@@ -301,7 +328,7 @@ class VAE(keras.Model):
         c = self.config
         batch = tf.shape(x)[0]
         q0 = self._posterior_base(x, label)
-        prior = self.prior()
+        prior = self.prior(label)
         flow = None if self.flow is None else self.flow.bijector()
         num_chunks = (num_samples + chunk - 1) // chunk
         running = tf.fill([batch], -math.inf)
@@ -336,7 +363,7 @@ class VAE(keras.Model):
         """
         c = self.config
         q0, z, log_q = self._sample_posterior(x, label, eps, training)
-        prior = self.prior()
+        prior = self.prior(label)
         log_pz = prior.log_prob(z)
         log_px_z = self.decode(z, label, training=training).log_prob(x)
         if c.posterior != "iaf" and c.prior == "normal":
