@@ -57,8 +57,9 @@ def tiny_model(tiny_run):
 
 @pytest.fixture(scope="session")
 def tiny_conditional_run(tmp_path_factory) -> str:
-    """Run directory of the tiny VAE conditioned on the digit label."""
-    return _train_tiny(tmp_path_factory, "tiny_conditional", conditional=True)
+    """Run directory of the tiny VAE conditioned on the digit label, with the default
+    prior (for a conditional model: one learned mixture of Gaussians per class)."""
+    return _train_tiny(tmp_path_factory, "tiny_conditional", conditional=True, prior="mog")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -145,6 +146,19 @@ def test_load_errors_name_the_problem(tmp_path):
         load(str(tmp_path))
     with pytest.raises(TrainingError, match="no config.json"):
         train(RunConfig(), str(tmp_path / "fresh"), resume=True)
+
+
+def test_load_names_weights_that_do_not_fit_the_config(small_run, tmp_path):
+    """A config.json that no longer matches the saved weights (edited, or from an
+    earlier layout) gives a TrainingError naming the run, not a checkpoint traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run.run_dir, run)
+    config = RunConfig.load(run / "config.json")
+    RunConfig(model=config.model.replace(latent_dim=config.model.latent_dim + 1), train=config.train).save(
+        run / "config.json"
+    )
+    with pytest.raises(TrainingError, match="do not fit the model its config.json describes"):
+        load(str(run))
 
 
 # === Strategy selection ===

@@ -402,5 +402,13 @@ def load_run(run_dir: str) -> tuple[VAE, RunConfig]:
         )
     run_config = RunConfig.load(config_path)
     model = VAE(run_config.model, noise_seed=run_config.train.seed)
-    model.load_weights(prefix).expect_partial()
+    try:
+        model.load_weights(prefix).expect_partial()
+    except (ValueError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(
+            f"the weights in {run_dir} do not fit the model its config.json describes ({first_line}). "
+            "Was config.json edited, or the run written by an earlier vae-tf (a conditional model with "
+            "the mixture prior now has one mixture per class)? Retrain it with this version."
+        ) from e
     return model, run_config
