@@ -18,7 +18,7 @@ import tf_keras as keras
 
 from vae_tf.config import VAEConfig
 
-try:  # Private, but the test tf_keras itself uses to tell XLA-compiled graphs apart.
+try:  # A private TF function, the one tf_keras also uses to tell XLA-compiled graphs apart.
     from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla_graph
 except ImportError:  # pragma: no cover - a TensorFlow without it: always use the plain conv.
     def _in_xla_graph(graph):
