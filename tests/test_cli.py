@@ -57,6 +57,27 @@ def test_train_writes_the_run_directory_and_pictures(cli_run, capsys):
     assert_png_with_content(os.path.join(cli_run, "reconstructions.png"))
 
 
+def test_train_conditional_draws_one_labelled_row_per_digit(tmp_path, monkeypatch):
+    """`vae-tf train --conditional` writes samples.png as ten labelled rows of ten
+    samples, row i drawn with label i."""
+    import vae_tf.plots
+
+    calls = []
+    real = vae_tf.plots.save_labeled_rows
+
+    def spy(rows, labels, path, title):
+        calls.append((rows, labels, os.path.basename(path)))
+        return real(rows, labels, path, title)
+
+    monkeypatch.setattr(vae_tf.plots, "save_labeled_rows", spy)
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", "bundled", "--epochs", "1", "--conditional", "--out", out, *TINY_FLAGS]) == 0
+    (rows, labels), = [(rows, labels) for rows, labels, name in calls if name == "samples.png"]
+    assert labels == [f"digit {i}" for i in range(10)]
+    assert [r.shape for r in rows] == [(10, 28, 28, 1)] * 10
+    assert_png_with_content(os.path.join(out, "samples.png"))
+
+
 def test_evaluate_json(cli_run, capsys):
     code = main(["evaluate", cli_run, "--data", "bundled", "--split", "test", "--iwae-samples", "20", "--json"])
     captured = capsys.readouterr()
