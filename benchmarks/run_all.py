@@ -257,6 +257,22 @@ def stage_pairs(work: str, rounds: int, epochs: int) -> dict:
     return results
 
 
+def _add_pair_rounds(pairs: dict, earlier: dict) -> list[str]:
+    """Puts an earlier run's back-to-back rounds in front of this run's (same preset and
+    peer) and recomputes the ratios and their median; returns the presets extended."""
+    added = []
+    for preset, old in earlier.items():
+        new = pairs.get(preset)
+        if not (isinstance(new, dict) and "ratios" in new and "ratios" in old and old["peer"] == new["peer"]):
+            continue
+        for key in ("ours_images_per_second", "peer_images_per_second"):
+            new[key] = old[key] + new[key]
+        new["ratios"] = sorted(a / b for a, b in zip(new["ours_images_per_second"], new["peer_images_per_second"]))
+        new["median_ratio"] = statistics.median(new["ratios"])
+        added.append(preset)
+    return added
+
+
 def stage_best(work: str) -> dict:
     rc = common.run_config("best")
     r = common.train_and_score(rc, keep_dir=os.path.join(work, "best"))
@@ -361,6 +377,9 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="append", default=[],
                    help="results.json of an earlier run: its stages that this run skipped are copied in "
                         "(marked in merged_from)")
+    p.add_argument("--merge-pair-rounds", action="store_true",
+                   help="with --merge and the pairs stage run: add the earlier file's pair rounds to this run's "
+                        "(more rounds, one median) instead of keeping only this run's")
     p.add_argument("--commit-results", action="store_true",
                    help="also write benchmarks/results.json and benchmarks/results.md")
     args = p.parse_args(argv)
@@ -416,6 +435,9 @@ def main(argv=None) -> int:
                 added = [k for k in earlier[stage] if k not in results[stage]]
                 results[stage].update({k: earlier[stage][k] for k in added})
                 stage = f"{stage}: {', '.join(added)}" if added else None
+            elif stage == "pairs" and args.merge_pair_rounds:
+                added = _add_pair_rounds(results["pairs"], earlier["pairs"])
+                stage = f"pairs: the rounds of {', '.join(added)}" if added else None
             else:
                 stage = None
             if stage:
