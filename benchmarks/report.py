@@ -128,7 +128,8 @@ def markdown(r: dict) -> str:
            f"(dynamic binarization), 500 held out (`split_seed=0`, binarized once) for the likelihoods; "
            f"IWAE with k = 1000.\n"]
     if r.get("matmul_peak"):
-        out.append(f"fp32 matmul peak measured in this run (4096^3): {r['matmul_peak'] / 1e9:.0f} GFLOP/s "
+        where = "an earlier, merged run" if "peak" in r.get("skipped_stages", []) else "this run"
+        out.append(f"fp32 matmul peak measured in {where} (4096^3): {r['matmul_peak'] / 1e9:.0f} GFLOP/s "
                    f"(start {r['matmul_peak_start'] / 1e9:.0f}, end {r['matmul_peak_end'] / 1e9:.0f}).\n")
 
     for stage, src in r.get("merged_from", {}).items():

@@ -52,3 +52,10 @@ def test_latency_targets_use_the_runtime_call_where_measured(bench):
     assert litert["value"] == 0.149 and litert["met"] is True
     onnx = targets["conv-small decoder batch-1 latency, ONNX Runtime, all cores (ms)"]
     assert onnx["value"] == 0.16 and onnx["met"] is False
+
+
+def test_report_says_where_the_matmul_peak_came_from(bench):
+    _, report = bench
+    r = {"machine": {}, "matmul_peak": 2e11, "matmul_peak_start": 2e11, "matmul_peak_end": 2e11}
+    assert "peak measured in this run" in report.markdown({**r, "skipped_stages": []})
+    assert "peak measured in an earlier, merged run" in report.markdown({**r, "skipped_stages": ["peak"]})
