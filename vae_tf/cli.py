@@ -38,7 +38,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--posterior", choices=("diag", "full", "iaf"), help="q(z|x): diagonal, full covariance or IAF flow")
     g.add_argument("--flow-layers", type=int, help="IAF steps")
     g.add_argument("--prior", choices=("normal", "mog", "vamp"),
-                   help="p(z): N(0,I), learned mixture of Gaussians (default) or VampPrior")
+                   help="p(z): N(0,I), learned mixture of Gaussians (default; one per class with --conditional) or VampPrior")
     g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
     g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit)")
     g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
