@@ -7,8 +7,9 @@ Runtimes: the TF SavedModel (`serving_default` signature, TF 2 eager call of the
 loaded signature), each LiteRT variant (`decode` signature runner, XNNPACK delegate)
 and ONNX Runtime (CPU). Median over `--runs` calls after warm-up, at batch 1 and
 batch 64 (`--batch64-runs` calls) with one thread per runtime, so the numbers compare
-engines, not core counts;
-batch 1 again with as many threads as the machine has cores (`batch1_ms_all_cores`). A
+engines, not core counts; batch 1 again with as many threads as the machine has cores
+(`batch1_ms_all_cores`), and batch 1 as the runtime's own call on prepared inputs
+(`batch1_ms_runtime[_all_cores]`, without vae_tf.export's input checks). A
 TFLite decoder with a fixed batch of 1 (convolutional models, see
 vae_tf/export/tflite.py) decodes batch 64 as 64 calls. Where the shipped TFLite files
 have an open batch, the float32 and int8 decoders converted with a fixed batch of 1 are

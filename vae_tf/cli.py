@@ -212,17 +212,7 @@ def cmd_train(args) -> int:
     )
     if not args.no_pictures:
         cfg = model.config
-        if cfg.conditional:
-            k = cfg.num_classes
-            grid = model.sample(k * 10, seed=0, label=np.repeat(np.arange(k), 10)).numpy()
-            plots.save_labeled_rows(
-                [grid[i * 10 : (i + 1) * 10] for i in range(k)], [f"digit {i}" for i in range(k)],
-                os.path.join(args.out, "samples.png"), "samples from the prior, one row per requested digit",
-            )
-        else:
-            plots.save_grid(
-                model.sample(64, seed=0).numpy(), os.path.join(args.out, "samples.png"), "samples from the prior", ncols=8
-            )
+        plots.save_prior_samples(model, os.path.join(args.out, "samples.png"))
         splits = result.datasets.splits
         x = splits.validation_images[:16]
         y = splits.validation_labels[:16] if cfg.conditional else None

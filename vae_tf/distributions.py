@@ -225,6 +225,8 @@ class MixturePrior(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, label=None):
+        """The mixture (batch shape []), or each label's mixture (batch shape [B]) when the
+        prior is per class; `label` is ignored otherwise."""
         locs, raw_scales, logits = self.locs, self.raw_scales, self.logits
         if self.num_classes:
             if label is None:

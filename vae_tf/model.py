@@ -251,7 +251,7 @@ class VAE(keras.Model):
         Other priors ignore `label`.
         """
         if self.mixture_prior is not None:
-            return self.mixture_prior(label if self.config.conditional else None)
+            return self.mixture_prior(label)  # one mixture per class only when conditional
         if self.config.prior == "vamp":
             q = self._posterior_base(tf.sigmoid(self.pseudo_input_logits))
             k = self.config.prior_components
@@ -285,7 +285,7 @@ class VAE(keras.Model):
             seed: a pair of ints (stateless), or None for fresh randomness.
             label: class (int or [n] ints) for a conditional model.
         """
-        if self.mixture_prior is not None and self.config.conditional:
+        if self.mixture_prior is not None and self.mixture_prior.num_classes:
             labels = tf.broadcast_to(self._label_ids(label), tf.reshape(num_samples, [1]))
             return self.prior(labels).sample(seed=seed)
         return self.prior().sample(num_samples, seed=seed)

@@ -65,6 +65,20 @@ def save_labeled_rows(rows: list[np.ndarray], row_labels: list[str], path: str |
     return save_figure(fig, path)
 
 
+
+def save_prior_samples(model, path: str | os.PathLike, seed: int = 0) -> str:
+    """samples.png of a VAE: 64 draws from the prior in an 8-wide grid, or, for a
+    conditional model, one labelled row of ten per class (row i drawn with label i)."""
+    c = model.config
+    if not c.conditional:
+        return save_grid(model.sample(64, seed=seed).numpy(), path, "64 samples from the prior", ncols=8)
+    k = c.num_classes
+    grid = model.sample(k * 10, seed=seed, label=np.repeat(np.arange(k), 10)).numpy()
+    return save_labeled_rows(
+        [grid[i * 10 : (i + 1) * 10] for i in range(k)], [f"digit {i}" for i in range(k)], path,
+        "samples from the prior, one row per requested digit",
+    )
+
 def save_reconstructions(inputs: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike, title: str) -> str:
     """Inputs (top row of each pair) above their reconstructions (bottom row)."""
     n = len(inputs)

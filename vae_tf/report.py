@@ -107,19 +107,13 @@ def write_report(
     numbers: dict = {"data": data or t.data, "split": split_name, "num_images": int(len(images))}
 
     # Prior samples.
+    plots.save_prior_samples(model, path("samples.png"), seed=seed)
     if cfg.conditional:
-        k = cfg.num_classes
-        grid = model.sample(k * 10, seed=seed, label=np.repeat(np.arange(k), 10)).numpy()
-        plots.save_labeled_rows(
-            [grid[i * 10 : (i + 1) * 10] for i in range(k)], [f"digit {i}" for i in range(k)],
-            path("samples.png"), "samples from the prior, one row per requested digit",
-        )
         captions["samples.png"] = (
             "Images drawn from the model (z from the prior, the mean of p(x|z) shown), ten per requested digit: "
             "row i was generated with label i."
         )
     else:
-        plots.save_grid(model.sample(64, seed=seed).numpy(), path("samples.png"), "64 samples from the prior", ncols=8)
         captions["samples.png"] = "64 images drawn from the model: z from the prior p(z), the mean of p(x|z) shown."
 
     # Reconstructions.
