@@ -2,7 +2,7 @@
 
 A table of formats (`FORMATS`) drives it. Everything is written into a temporary
 directory beside `out_dir`: the TF Serving SavedModel at `serving/<version>/`, the
-decoder-only SavedModel the converters read (then deleted), the four TFLite decoders and
+decoder-only SavedModels the converters read (then deleted), the four TFLite decoders and
 the ONNX decoder. Every artifact is run in its own runtime on a fixed batch of latents
 and compared with the TF decoder; past its tolerance the export stops with an
 `ExportError` naming the artifact. Only a fully verified export is moved into place
@@ -38,20 +38,33 @@ from vae_tf.export.validate import (
     max_abs_diff,
     reference_batch,
 )
+from vae_tf.networks import UpConv2D
 
 logger = logging.getLogger("vae_tf.export")
 
 MANIFEST_FORMAT = 1
 SERVING_DIR = "serving"
-DECODER_DIR = ".decoder_savedmodel"
-FIXED_DECODER_DIR = ".decoder_savedmodel_fixed_batch"
+
+
+def _decoder_dir(ctx, batch_size: int | None, phase_form: bool) -> str:
+    """The decoder-only SavedModel with this static batch and convolution form, saved
+    under the export's temporary directory on first use (see `serving.save_decoder`)."""
+    model = ctx["model"]
+    phase_form = phase_form and any(isinstance(layer, UpConv2D) for layer in model.decoder_body.layers)
+    key = (batch_size, phase_form)
+    if key not in ctx["decoder_dirs"]:
+        path = os.path.join(ctx["tmp"], f".decoder_savedmodel_batch_{batch_size or 'any'}_{'phases' if phase_form else 'plain'}")
+        serving.save_decoder(model, path, batch_size=batch_size, phase_form=phase_form)
+        ctx["decoder_dirs"][key] = path
+    return ctx["decoder_dirs"][key]
 
 
 def _write_tflite(variant):
     def write(ctx, path):
         model = ctx["model"]
         representative = tflite.representative_latents(model, ctx["tflite_batch"])
-        data = tflite.convert(ctx["tflite_decoder_dir"], variant, representative, model.config.conditional)
+        decoder_dir = _decoder_dir(ctx, ctx["tflite_batch"], variant in tflite.PHASE_FORM_VARIANTS)
+        data = tflite.convert(decoder_dir, variant, representative, model.config.conditional)
         with open(path, "wb") as f:
             f.write(data)
         return {"format": f"tflite_{variant}", **tflite.describe(path)}
@@ -64,7 +77,7 @@ def _run_tflite(ctx, path, z, label):
 
 
 def _write_onnx(ctx, path):
-    model = onnx_export.convert(ctx["decoder_dir"], opset=ctx["opset"], metadata=ctx["onnx_metadata"])
+    model = onnx_export.convert(_decoder_dir(ctx, None, phase_form=True), opset=ctx["opset"], metadata=ctx["onnx_metadata"])
     with open(path, "wb") as f:
         f.write(model.SerializeToString())
     return {"format": "onnx", **onnx_export.describe(path)}
@@ -313,12 +326,8 @@ def export_run(
         }
         logger.info("saved_model %s: %.1fs, %d bytes", serving_rel, time.perf_counter() - start, tree_size(serving_path))
 
-        # Edge decoders, converted from the decoder-only SavedModel.
-        ctx["decoder_dir"] = ctx["tflite_decoder_dir"] = os.path.join(tmp, DECODER_DIR)
-        serving.save_decoder(model, ctx["decoder_dir"])
-        if ctx["tflite_batch"] is not None:
-            ctx["tflite_decoder_dir"] = os.path.join(tmp, FIXED_DECODER_DIR)
-            serving.save_decoder(model, ctx["tflite_decoder_dir"], batch_size=ctx["tflite_batch"])
+        # Edge decoders, converted from decoder-only SavedModels (`_decoder_dir`).
+        ctx.update(tmp=tmp, decoder_dirs={})
         for name, (write, run) in FORMATS.items():
             start = time.perf_counter()
             path = os.path.join(tmp, name)
@@ -338,9 +347,8 @@ def export_run(
                 "tolerance": TOLERANCES[name],
             }
             logger.info("%s: %.1fs, %d bytes, max |diff| %.2e", name, time.perf_counter() - start, os.path.getsize(path), diff)
-        shutil.rmtree(ctx["decoder_dir"])
-        if ctx["tflite_decoder_dir"] != ctx["decoder_dir"]:
-            shutil.rmtree(ctx["tflite_decoder_dir"])
+        for path in ctx["decoder_dirs"].values():
+            shutil.rmtree(path)
 
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)

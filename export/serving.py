@@ -9,7 +9,11 @@ SavedModel. Nothing here re-implements a network: every signature calls the mode
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
+
+from vae_tf.networks import phase_decomposed
 
 SERVE_TAG = "serve"
 DECODE = "decode"
@@ -125,7 +129,13 @@ def save_serving(model, path: str) -> None:
     tf.saved_model.save(module, path, signatures=module.signatures())
 
 
-def save_decoder(model, path: str, batch_size: int | None = None) -> None:
-    """Writes the decoder-only SavedModel (signature `decode`) that the converters read."""
+def save_decoder(model, path: str, batch_size: int | None = None, phase_form: bool = True) -> None:
+    """Writes the decoder-only SavedModel (signature `decode`) that the converters read.
+
+    With `phase_form` the decoder's transposed convolutions are traced as stride-1
+    phase convolutions (`vae_tf.networks.UpConv2D`: the same function), the form
+    LiteRT's float kernels and ONNX Runtime run faster at batch 1.
+    """
     module = DecoderModule(model, batch_size)
-    tf.saved_model.save(module, path, signatures=module.signatures())
+    with phase_decomposed(model.decoder_body) if phase_form else contextlib.nullcontext():
+        tf.saved_model.save(module, path, signatures=module.signatures())

@@ -161,6 +161,16 @@ def test_conv_model_exports_within_tolerance(conv_run, tmp_path):
         assert manifest["artifacts"][name]["inputs"]["z"]["shape"] == [1, 4], name
         assert _decoder(exp, name).batch_size == 1
     assert manifest["artifacts"]["decoder.onnx"]["inputs"]["z"]["shape"] == ["batch", 4]
+    # The float decoders run the transposed convs as phase convolutions; int8 keeps them.
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in EDGE[:-1]:
+        ops = {op["op_name"] for op in Interpreter(model_path=str(tmp_path / "conv_vae" / name))._get_ops_details()}
+        variant = name[len("decoder_") : -len(".tflite")]
+        assert ("TRANSPOSE_CONV" in ops) == (variant not in tflite.PHASE_FORM_VARIANTS), (name, ops)
+    onnx_ops = {node.op_type for node in onnx.load(str(tmp_path / "conv_vae" / "decoder.onnx")).graph.node}
+    assert "ConvTranspose" not in onnx_ops and "Conv" in onnx_ops, onnx_ops
 
 
 def test_tflite_batch_is_chosen_and_checked(tiny_run, tiny_model, tmp_path):

@@ -332,3 +332,30 @@ def test_image_conv2d_equals_conv2d_with_and_without_xla(channels):
     # Outside XLA the graph really is the depthwise form.
     graph = tf.function(ours).get_concrete_function(x).graph
     assert any(op.type == "DepthwiseConv2dNative" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("kernel_size,stride", [(3, 2), (4, 2), (5, 2), (3, 3), (3, 1), (2, 2)])
+def test_up_conv2d_phase_form_equals_the_transposed_conv(kernel_size, stride):
+    """Inside `phase_decomposed` the decoder's transposed convs run as stride-1 phase
+    convolutions (the form traced into edge exports): same outputs as
+    Conv2DTranspose from the same weights, on even and odd input sizes."""
+    from vae_tf.networks import UpConv2D, phase_decomposed
+
+    rng = np.random.default_rng(kernel_size * 10 + stride)
+    for height, width in ((7, 7), (5, 6)):
+        layer = UpConv2D(5, kernel_size, strides=stride, padding="same", activation="relu", bias_initializer="random_normal")
+        body = keras.Sequential([keras.layers.InputLayer(input_shape=(height, width, 4)), layer])
+        plain = keras.layers.Conv2DTranspose(5, kernel_size, strides=stride, padding="same", activation="relu")
+        x = rng.normal(size=(3, height, width, 4)).astype("float32")
+        plain(x)
+        plain.set_weights(layer.get_weights())
+        want = plain(x).numpy()
+        np.testing.assert_array_equal(body(x).numpy(), want)
+        with phase_decomposed(body):
+            traced = tf.function(body).get_concrete_function(tf.TensorSpec([None, height, width, 4]))
+        assert not layer.phase_decomposed
+        ops = {op.type for op in traced.graph.get_operations()}
+        assert "Conv2DBackpropInput" not in ops and "Conv2D" in ops, ops
+        got = traced(tf.constant(x)).numpy()
+        assert got.shape == want.shape == (3, height * stride, width * stride, 5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
