@@ -362,6 +362,41 @@ def stage_export(work: str, runs: dict, peak: float | None) -> dict:
     return results
 
 
+def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = False) -> None:
+    """Copies into `results` the stages of an earlier results.json (read from `path`)
+    that this run skipped (per model where a stage is per model; pair rounds added to
+    this run's with `pair_rounds`), and records in results["merged_from"] where each
+    came from: the earlier run itself, or, for a stage that run had merged in turn,
+    that stage's original source (partly merged stages keep both)."""
+    prior = earlier.get("merged_from") or {}
+    for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "grid", "export"):
+        if stage not in earlier:
+            continue
+        whole = stage not in results
+        if whole:
+            results[stage] = earlier[stage]
+            key = stage
+        elif stage in ("train", "peers", "export", "options", "grid"):  # per model: keep this run's, add the others
+            added = [k for k in earlier[stage] if k not in results[stage]]
+            results[stage].update({k: earlier[stage][k] for k in added})
+            key = f"{stage}: {', '.join(added)}" if added else None
+        elif stage == "pairs" and pair_rounds:
+            added = _add_pair_rounds(results["pairs"], earlier["pairs"])
+            key = f"pairs: the rounds of {', '.join(added)}" if added else None
+        else:
+            key = None
+        if key is None:
+            continue
+        sources = results.setdefault("merged_from", {})
+        sources[key] = prior.get(stage) or {"file": path, "machine": earlier.get("machine")}
+        if whole and stage not in prior:
+            # Parts the earlier run had merged into this stage keep their own source.
+            sources.update({k: v for k, v in prior.items() if k.split(":")[0] == stage})
+    if "matmul_peak" not in results and "matmul_peak" in earlier:
+        for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
+            results[key] = earlier[key]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
@@ -425,29 +460,7 @@ def main(argv=None) -> int:
 
     for path in args.merge:
         with open(path) as f:
-            earlier = json.load(f)
-        for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "grid", "export"):
-            if stage not in earlier:
-                continue
-            if stage not in results:
-                results[stage] = earlier[stage]
-            elif stage in ("train", "peers", "export", "options", "grid"):  # per model: keep this run's, add the others
-                added = [k for k in earlier[stage] if k not in results[stage]]
-                results[stage].update({k: earlier[stage][k] for k in added})
-                stage = f"{stage}: {', '.join(added)}" if added else None
-            elif stage == "pairs" and args.merge_pair_rounds:
-                added = _add_pair_rounds(results["pairs"], earlier["pairs"])
-                stage = f"pairs: the rounds of {', '.join(added)}" if added else None
-            else:
-                stage = None
-            if stage:
-                # A stage the earlier file had merged itself keeps its original source.
-                name = stage.split(":")[0]
-                origin = next((v for k, v in (earlier.get("merged_from") or {}).items() if k.split(":")[0] == name), None)
-                results.setdefault("merged_from", {})[stage] = origin or {"file": path, "machine": earlier.get("machine")}
-        if "matmul_peak" not in results and "matmul_peak" in earlier:
-            for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
-                results[key] = earlier[key]
+            merge_earlier(results, json.load(f), path, args.merge_pair_rounds)
     common.dump(os.path.join(work, "results.json"), results)
     results["summary"] = report.summarize(results)
     common.dump(os.path.join(work, "results.json"), results)

@@ -59,3 +59,22 @@ def test_report_says_where_the_matmul_peak_came_from(bench):
     r = {"machine": {}, "matmul_peak": 2e11, "matmul_peak_start": 2e11, "matmul_peak_end": 2e11}
     assert "peak measured in this run" in report.markdown({**r, "skipped_stages": []})
     assert "peak measured in an earlier, merged run" in report.markdown({**r, "skipped_stages": ["peak"]})
+
+
+def test_merging_a_merged_file_keeps_every_source(bench):
+    """A stage copied from a file that had itself merged parts of that stage keeps both
+    sources; a stage that file had copied whole keeps the original one."""
+    run_all, _ = bench
+    a = {"machine": {"commit": "aaa"}}
+    earlier = {
+        "machine": {"commit": "bbb"},
+        "pairs": {"mlp": _pair([10.0], [10.0])},
+        "evaluate": {"nll": 95.0},
+        "train": {"default": {}, "mlp": {}},
+        "merged_from": {"pairs: the rounds of mlp": a, "evaluate": a},
+    }
+    results = {"machine": {"commit": "ccc"}, "train": {"default": {}}}
+    run_all.merge_earlier(results, earlier, "old.json")
+    sources = {k: v["machine"]["commit"] for k, v in results["merged_from"].items()}
+    assert sources == {"pairs": "bbb", "pairs: the rounds of mlp": "aaa", "evaluate": "aaa", "train: mlp": "bbb"}
+    assert results["pairs"] == earlier["pairs"] and set(results["train"]) == {"default", "mlp"}
