@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -53,6 +55,24 @@ WORKER = textwrap.dedent(
 )
 
 
+RESUME_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import tensorflow as tf
+    from vae_tf import RunConfig, TrainConfig, VAEConfig, train
+
+    run_dir, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    model = VAEConfig(architecture="mlp", hidden_units=(256,), latent_dim=8, activation="relu", prior="normal")
+    train_cfg = TrainConfig(epochs=4, batch_size=32, seed=1, preprocessing="static",
+                            lr_schedule="constant", learning_rate=1e-3, jit_compile=False)
+    result = train(RunConfig(model=model, train=train_cfg), run_dir, strategy=strategy, verbose=0, resume=resume)
+    np.savez(out, *[w.numpy() for w in result.model.trainable_weights])
+    """
+)
+
+
 def _free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -61,6 +81,19 @@ def _free_ports(n):
     for s in socks:
         s.close()
     return ports
+
+
+def _start_workers(script, run_dir, outs, env, *args):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(len(outs))]
+    procs = []
+    for index, out in enumerate(outs):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), str(run_dir), str(out), *args],
+            env=dict(env, TF_CONFIG=json.dumps(tf_config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        ))
+    return procs
 
 
 def _load(path):
@@ -113,3 +146,72 @@ def test_two_workers_match_each_other_and_one_process(tmp_path):
     assert not [n for n in names if n.startswith(".worker")], names
     assert set(names) <= {"config.json", "weights", "checkpoints", "history.csv", "history.json", "logs"}, names
     assert (run_dir / "weights" / "vae.index").exists()
+
+
+def _history(path):
+    import csv
+
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow  # about 60 s on 2 shared CPU cores
+def test_two_workers_killed_mid_epoch_resume(tmp_path):
+    """Both workers are SIGKILLed in the middle of epoch 1; started again with
+    `resume=True` both restore the chief's backup (RUN_DIR/backup/chief), finish epochs
+    1-3 exactly once, continue from the backed-up state and end with identical weights.
+    (Before this test, worker 1 looked for a backup in its scratch directory, found
+    none and would have started over while the chief resumed.)"""
+    script = tmp_path / "worker.py"
+    script.write_text(RESUME_WORKER)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    run_dir = tmp_path / "run"
+    history = run_dir / "history.csv"
+    procs = _start_workers(script, run_dir, [tmp_path / "a0.npz", tmp_path / "a1.npz"], env, "new")
+    try:
+        deadline = time.monotonic() + 300
+        while len(_history(history)) < 1:  # Epoch 0 completed (its backup is written first).
+            for p in procs:
+                assert p.poll() is None, p.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the workers did not complete an epoch in time"
+            time.sleep(0.05)
+        time.sleep(0.4 * float(_history(history)[0]["epoch_seconds"]))  # Into epoch 1.
+        assert len(_history(history)) == 1, "epoch 1 finished before the kill; the test needs slower epochs"
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == -signal.SIGKILL for p in procs)
+    assert not (run_dir / "weights").exists()
+    assert any(files for _, _, files in os.walk(run_dir / "backup" / "chief"))
+
+    outs = [tmp_path / "w0.npz", tmp_path / "w1.npz"]
+    procs = _start_workers(script, run_dir, outs, env, "resume")
+    try:
+        results = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+
+    rows = _history(history)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3], "every epoch exactly once"
+    # Continued from epoch 0's state, not from new weights: the first resumed epoch is
+    # well below epoch 0 (whose mean includes the first steps from random weights).
+    losses = [float(r["loss"]) for r in rows]
+    print("losses per epoch:", [round(x, 2) for x in losses])
+    assert losses[1] < losses[0] - 5
+    w0, w1 = _load(outs[0]), _load(outs[1])
+    assert all(np.array_equal(a, b) for a, b in zip(w0, w1)), "the workers' weights differ"
+    assert (run_dir / "weights" / "vae.index").exists()
+    assert not (run_dir / "backup").exists()
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".worker")]

@@ -313,7 +313,10 @@ def train(
     callbacks = [
         EpochTimer(),
         nan_guard,
-        keras.callbacks.BackupAndRestore(os.path.join(write_dir, "backup")),
+        # The same directory on every worker: under MultiWorkerMirroredStrategy the chief
+        # writes backup/chief, the others write throw-away copies beside it, and on
+        # resume every worker restores the chief's (shared storage, as for the run).
+        keras.callbacks.BackupAndRestore(backup_dir),
         FiniteCheckpoint(
             os.path.join(write_dir, "checkpoints", "last"), save_weights_only=True, save_freq="epoch",
             nan_guard=nan_guard,
