@@ -87,7 +87,8 @@ class UpConv2D(keras.layers.Conv2DTranspose):
     interleaves the phases by concatenation and reshapes. Edge runtimes run that form
     faster at batch 1 (measured, conv-small's 14x14x64 -> 28x28x32 layer on one core:
     LiteRT 113 -> 74 us, ONNX Runtime 108 -> 90 us); TensorFlow runs the transposed
-    conv faster (9.2 vs 8.2 ms at batch 128), so training and TF inference keep it.
+    conv faster (8.2 vs 9.2 ms for that layer at batch 128), so training and TF
+    inference keep it.
     """
 
     def __init__(self, *args, **kwargs):
