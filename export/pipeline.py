@@ -38,7 +38,7 @@ from vae_tf.export.validate import (
     max_abs_diff,
     reference_batch,
 )
-from vae_tf.networks import UpConv2D
+from vae_tf.networks import ImageConv2D, UpConv2D
 
 logger = logging.getLogger("vae_tf.export")
 
@@ -46,15 +46,15 @@ MANIFEST_FORMAT = 1
 SERVING_DIR = "serving"
 
 
-def _decoder_dir(ctx, batch_size: int | None, phase_form: bool) -> str:
-    """The decoder-only SavedModel with this static batch and convolution form, saved
-    under the export's temporary directory on first use (see `serving.save_decoder`)."""
+def _decoder_dir(ctx, batch_size: int | None, edge_form: bool) -> str:
+    """The decoder-only SavedModel with this static batch, in its edge form or not,
+    saved under the export's temporary directory on first use (`serving.save_decoder`)."""
     model = ctx["model"]
-    phase_form = phase_form and any(isinstance(layer, UpConv2D) for layer in model.decoder_body.layers)
-    key = (batch_size, phase_form)
+    edge_form = edge_form and any(isinstance(layer, (UpConv2D, ImageConv2D)) for layer in model.decoder_body.layers)
+    key = (batch_size, edge_form)
     if key not in ctx["decoder_dirs"]:
-        path = os.path.join(ctx["tmp"], f".decoder_savedmodel_batch_{batch_size or 'any'}_{'phases' if phase_form else 'plain'}")
-        serving.save_decoder(model, path, batch_size=batch_size, phase_form=phase_form)
+        path = os.path.join(ctx["tmp"], f".decoder_savedmodel_batch_{batch_size or 'any'}_{'edge' if edge_form else 'plain'}")
+        serving.save_decoder(model, path, batch_size=batch_size, edge_form=edge_form)
         ctx["decoder_dirs"][key] = path
     return ctx["decoder_dirs"][key]
 
@@ -63,7 +63,7 @@ def _write_tflite(variant):
     def write(ctx, path):
         model = ctx["model"]
         representative = tflite.representative_latents(model, ctx["tflite_batch"])
-        decoder_dir = _decoder_dir(ctx, ctx["tflite_batch"], variant in tflite.PHASE_FORM_VARIANTS)
+        decoder_dir = _decoder_dir(ctx, ctx["tflite_batch"], variant in tflite.EDGE_FORM_VARIANTS)
         data = tflite.convert(decoder_dir, variant, representative, model.config.conditional)
         with open(path, "wb") as f:
             f.write(data)
@@ -77,7 +77,7 @@ def _run_tflite(ctx, path, z, label):
 
 
 def _write_onnx(ctx, path):
-    model = onnx_export.convert(_decoder_dir(ctx, None, phase_form=True), opset=ctx["opset"], metadata=ctx["onnx_metadata"])
+    model = onnx_export.convert(_decoder_dir(ctx, None, edge_form=True), opset=ctx["opset"], metadata=ctx["onnx_metadata"])
     with open(path, "wb") as f:
         f.write(model.SerializeToString())
     return {"format": "onnx", **onnx_export.describe(path)}

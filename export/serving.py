@@ -13,7 +13,7 @@ import contextlib
 
 import tensorflow as tf
 
-from vae_tf.networks import phase_decomposed
+from vae_tf.networks import edge_forms
 
 SERVE_TAG = "serve"
 DECODE = "decode"
@@ -129,13 +129,13 @@ def save_serving(model, path: str) -> None:
     tf.saved_model.save(module, path, signatures=module.signatures())
 
 
-def save_decoder(model, path: str, batch_size: int | None = None, phase_form: bool = True) -> None:
+def save_decoder(model, path: str, batch_size: int | None = None, edge_form: bool = True) -> None:
     """Writes the decoder-only SavedModel (signature `decode`) that the converters read.
 
-    With `phase_form` the decoder's transposed convolutions are traced as stride-1
-    phase convolutions (`vae_tf.networks.UpConv2D`: the same function), the form
-    LiteRT's float kernels and ONNX Runtime run faster at batch 1.
+    With `edge_form` the decoder is traced in the form LiteRT's float kernels and ONNX
+    Runtime run faster at batch 1 (`vae_tf.networks.edge_forms`: transposed
+    convolutions as stride-1 phase convolutions; the same function).
     """
     module = DecoderModule(model, batch_size)
-    with phase_decomposed(model.decoder_body) if phase_form else contextlib.nullcontext():
+    with edge_forms(model.decoder_body) if edge_form else contextlib.nullcontext():
         tf.saved_model.save(module, path, signatures=module.signatures())

@@ -14,9 +14,9 @@ an open batch dimension prevents (measured: conv-small float32 at batch 1 takes 
 with an open batch, 0.25 ms fixed; int8 0.19 ms and 0.07 ms).
 `vae_tf.export.runtime.TFLiteDecoder` decodes larger batches one chunk at a time.
 
-The float variants are converted from the decoder traced with its transposed
-convolutions as stride-1 phase convolutions (`vae_tf.networks.UpConv2D`, the same
-function), the int8 ones from the transposed convolutions (`PHASE_FORM_VARIANTS`).
+The float variants are converted from the decoder traced in its edge form
+(`vae_tf.networks.edge_forms`: transposed convolutions as stride-1 phase convolutions,
+the same function), the int8 ones from the plain decoder (`EDGE_FORM_VARIANTS`).
 Measured on conv-small at batch 1, one thread: float32 0.195 -> 0.126 ms with phases;
 dynamic-range int8 runs TRANSPOSE_CONV faster (65 vs 72 us), and the phase form's four
 convolutions per layer, each with its per-channel scales, grow the int8 file 12%
@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
-PHASE_FORM_VARIANTS = ("float32", "float16")
+EDGE_FORM_VARIANTS = ("float32", "float16")
 CALIBRATION_BATCHES = 16
 CALIBRATION_BATCH_SIZE = 16
 CALIBRATION_SEED = 7

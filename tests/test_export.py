@@ -168,7 +168,7 @@ def test_conv_model_exports_within_tolerance(conv_run, tmp_path):
     for name in EDGE[:-1]:
         ops = {op["op_name"] for op in Interpreter(model_path=str(tmp_path / "conv_vae" / name))._get_ops_details()}
         variant = name[len("decoder_") : -len(".tflite")]
-        assert ("TRANSPOSE_CONV" in ops) == (variant not in tflite.PHASE_FORM_VARIANTS), (name, ops)
+        assert ("TRANSPOSE_CONV" in ops) == (variant not in tflite.EDGE_FORM_VARIANTS), (name, ops)
     onnx_ops = {node.op_type for node in onnx.load(str(tmp_path / "conv_vae" / "decoder.onnx")).graph.node}
     assert "ConvTranspose" not in onnx_ops and "Conv" in onnx_ops, onnx_ops
 

@@ -306,7 +306,7 @@ def test_mixed_precision_body_low_precision_heads_float32_and_a_train_step_runs(
 def test_image_conv2d_equals_conv2d_with_and_without_xla(channels):
     """The decoder's last conv is computed as depthwise + channel sum outside XLA: it
     must give Conv2D's outputs and gradients (same weights), and XLA must still work."""
-    from vae_tf.networks import ImageConv2D
+    from vae_tf.networks import ImageConv2D, edge_forms
 
     x = tf.constant(np.random.default_rng(channels).normal(size=(4, 14, 14, 16)).astype("float32"))
     ours = ImageConv2D(channels, 3, padding="same")
@@ -332,14 +332,23 @@ def test_image_conv2d_equals_conv2d_with_and_without_xla(channels):
     # Outside XLA the graph really is the depthwise form.
     graph = tf.function(ours).get_concrete_function(x).graph
     assert any(op.type == "DepthwiseConv2dNative" for op in graph.get_operations())
+    # The edge form (bias folded in, channel sum as a matmul) gives the same outputs.
+    ours.bias.assign(np.random.default_rng(7).normal(size=channels).astype("float32"))
+    plain.set_weights(ours.get_weights())
+    body = keras.Sequential([keras.layers.InputLayer(input_shape=(14, 14, 16)), ours])
+    with edge_forms(body):
+        edge = tf.function(body).get_concrete_function(tf.TensorSpec([None, 14, 14, 16]))
+    ops = {op.type for op in edge.graph.get_operations()}
+    assert "BatchMatMulV2" in ops and "Sum" not in ops, ops
+    np.testing.assert_allclose(edge(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel_size,stride", [(3, 2), (4, 2), (5, 2), (3, 3), (3, 1), (2, 2)])
 def test_up_conv2d_phase_form_equals_the_transposed_conv(kernel_size, stride):
-    """Inside `phase_decomposed` the decoder's transposed convs run as stride-1 phase
+    """Inside `edge_forms` the decoder's transposed convs run as stride-1 phase
     convolutions (the form traced into edge exports): same outputs as
     Conv2DTranspose from the same weights, on even and odd input sizes."""
-    from vae_tf.networks import UpConv2D, phase_decomposed
+    from vae_tf.networks import UpConv2D, edge_forms
 
     rng = np.random.default_rng(kernel_size * 10 + stride)
     for height, width in ((7, 7), (5, 6)):
@@ -351,9 +360,9 @@ def test_up_conv2d_phase_form_equals_the_transposed_conv(kernel_size, stride):
         plain.set_weights(layer.get_weights())
         want = plain(x).numpy()
         np.testing.assert_array_equal(body(x).numpy(), want)
-        with phase_decomposed(body):
+        with edge_forms(body):
             traced = tf.function(body).get_concrete_function(tf.TensorSpec([None, height, width, 4]))
-        assert not layer.phase_decomposed
+        assert not layer.edge_form
         ops = {op.type for op in traced.graph.get_operations()}
         assert "Conv2DBackpropInput" not in ops and "Conv2D" in ops, ops
         got = traced(tf.constant(x)).numpy()
