@@ -40,17 +40,20 @@ def test_merged_pair_rounds_give_one_median_over_all_rounds(bench):
 
 
 def test_latency_targets_use_the_runtime_call_where_measured(bench):
+    """The latency target takes the runtime's own call where measured, at the faster
+    of its thread settings, and notes both readings."""
     _, report = bench
     rows = [
         {"runtime": "LiteRT float32", "batch1_ms": 0.16, "batch1_ms_all_cores": 0.13,
-         "batch1_ms_runtime": 0.149, "batch1_ms_runtime_all_cores": 0.12},
+         "batch1_ms_runtime": 0.149, "batch1_ms_runtime_all_cores": 0.22},
         {"runtime": "ONNX Runtime", "batch1_ms": 0.17, "batch1_ms_all_cores": 0.16},  # an older result
     ]
     results = {"export": {"conv-small": {"rows": rows, "int8_over_float32_size": 0.29}}}
     targets = {t["target"]: t for t in report.summarize(results)["targets"]}
-    litert = targets["conv-small decoder batch-1 latency, LiteRT float32, 1 thread (ms)"]
+    litert = targets["conv-small decoder batch-1 latency, LiteRT float32, faster thread setting (ms)"]
     assert litert["value"] == 0.149 and litert["met"] is True
-    onnx = targets["conv-small decoder batch-1 latency, ONNX Runtime, all cores (ms)"]
+    assert litert["note"] == "1 thread 0.149, all cores 0.220"
+    onnx = targets["conv-small decoder batch-1 latency, ONNX Runtime, faster thread setting (ms)"]
     assert onnx["value"] == 0.16 and onnx["met"] is False
 
 
