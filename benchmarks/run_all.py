@@ -362,6 +362,15 @@ def stage_export(work: str, runs: dict, peak: float | None) -> dict:
     return results
 
 
+def _unique(sources: dict, key: str) -> str:
+    """`key`, or `key [2]`, `key [3]`... when sources already has it."""
+    name, n = key, 1
+    while name in sources:
+        n += 1
+        name = f"{key} [{n}]"
+    return name
+
+
 def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = False) -> None:
     """Copies into `results` the stages of an earlier results.json (read from `path`)
     that this run skipped (per model where a stage is per model; pair rounds added to
@@ -388,10 +397,12 @@ def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = F
         if key is None:
             continue
         sources = results.setdefault("merged_from", {})
-        sources[key] = prior.get(stage) or {"file": path, "machine": earlier.get("machine")}
-        if whole and stage not in prior:
-            # Parts the earlier run had merged into this stage keep their own source.
-            sources.update({k: v for k, v in prior.items() if k.split(":")[0] == stage})
+        sources[_unique(sources, key)] = prior.get(stage) or {"file": path, "machine": earlier.get("machine")}
+        if whole or stage == "pairs":
+            # Parts the earlier run had merged into what is copied keep their own source.
+            for k, v in prior.items():
+                if k != stage and k.split(":")[0] == stage:
+                    sources[_unique(sources, k)] = v
     if "matmul_peak" not in results and "matmul_peak" in earlier:
         for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
             results[key] = earlier[key]

@@ -81,3 +81,16 @@ def test_merging_a_merged_file_keeps_every_source(bench):
     sources = {k: v["machine"]["commit"] for k, v in results["merged_from"].items()}
     assert sources == {"pairs": "bbb", "pairs: the rounds of mlp": "aaa", "evaluate": "aaa", "train: mlp": "bbb"}
     assert results["pairs"] == earlier["pairs"] and set(results["train"]) == {"default", "mlp"}
+
+
+def test_pair_rounds_merged_twice_keep_both_sources(bench):
+    """Rounds added from a file that had itself added earlier rounds: both sources stay."""
+    run_all, _ = bench
+    a, b = {"machine": {"commit": "aaa"}}, {"machine": {"commit": "bbb"}}
+    earlier = {"machine": {"commit": "bbb"}, "pairs": {"mlp": _pair([10.0, 12.0], [10.0, 10.0])},
+               "merged_from": {"pairs": b, "pairs: the rounds of mlp": a}}
+    results = {"machine": {"commit": "ccc"}, "pairs": {"mlp": _pair([11.0], [10.0])}}
+    run_all.merge_earlier(results, earlier, "old.json", pair_rounds=True)
+    assert results["pairs"]["mlp"]["ratios"] == [1.0, 1.1, 1.2]
+    sources = {k: v["machine"]["commit"] for k, v in results["merged_from"].items()}
+    assert sources == {"pairs: the rounds of mlp": "bbb", "pairs: the rounds of mlp [2]": "aaa"}
