@@ -134,7 +134,8 @@ def save_decoder(model, path: str, batch_size: int | None = None, edge_form: boo
 
     With `edge_form` the decoder is traced in the form LiteRT's float kernels and ONNX
     Runtime run faster at batch 1 (`vae_tf.networks.edge_forms`: transposed
-    convolutions as stride-1 phase convolutions; the same function).
+    convolutions as stride-1 phase convolutions, the last convolution's channel sum as
+    a matmul; the same function).
     """
     module = DecoderModule(model, batch_size)
     with edge_forms(model.decoder_body) if edge_form else contextlib.nullcontext():

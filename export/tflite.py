@@ -16,8 +16,9 @@ with an open batch, 0.25 ms fixed; int8 0.19 ms and 0.07 ms).
 
 The float variants are converted from the decoder traced in its edge form
 (`vae_tf.networks.edge_forms`: transposed convolutions as stride-1 phase convolutions,
-the same function), the int8 ones from the plain decoder (`EDGE_FORM_VARIANTS`).
-Measured on conv-small at batch 1, one thread: float32 0.195 -> 0.126 ms with phases;
+the last convolution's channel sum as a matmul; the same function), the int8 ones from
+the plain decoder (`EDGE_FORM_VARIANTS`). Measured on conv-small at batch 1, one thread:
+float32 0.195 -> 0.135 ms in the edge form;
 dynamic-range int8 runs TRANSPOSE_CONV faster (65 vs 72 us), and the phase form's four
 convolutions per layer, each with its per-channel scales, grow the int8 file 12%
 (124 -> 139 KiB, past 30% of float32).
