@@ -38,7 +38,7 @@ from vae_tf.export.validate import (
     max_abs_diff,
     reference_batch,
 )
-from vae_tf.networks import ImageConv2D, UpConv2D
+from vae_tf.networks import edge_form_layers
 
 logger = logging.getLogger("vae_tf.export")
 
@@ -50,7 +50,7 @@ def _decoder_dir(ctx, batch_size: int | None, edge_form: bool) -> str:
     """The decoder-only SavedModel with this static batch, in its edge form or not,
     saved under the export's temporary directory on first use (`serving.save_decoder`)."""
     model = ctx["model"]
-    edge_form = edge_form and any(isinstance(layer, (UpConv2D, ImageConv2D)) for layer in model.decoder_body.layers)
+    edge_form = edge_form and bool(edge_form_layers(model.decoder_body))
     key = (batch_size, edge_form)
     if key not in ctx["decoder_dirs"]:
         path = os.path.join(ctx["tmp"], f".decoder_savedmodel_batch_{batch_size or 'any'}_{'edge' if edge_form else 'plain'}")

@@ -96,6 +96,16 @@ def _start_workers(script, run_dir, outs, env, *args):
     return procs
 
 
+def _wait(procs, timeout=400):
+    """(stdout, stderr) of each worker; any still running afterwards is killed."""
+    try:
+        return [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 def _load(path):
     with np.load(path) as f:
         return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
@@ -107,22 +117,9 @@ def test_two_workers_match_each_other_and_one_process(tmp_path):
     script.write_text(WORKER)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     env.pop("TF_CONFIG", None)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     run_dir = tmp_path / "run"  # Shared by both workers, as on a shared filesystem.
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(run_dir), str(tmp_path / f"w{index}.npz")],
-            env=dict(env, TF_CONFIG=json.dumps(tf_config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        ))
-    try:
-        outputs = [p.communicate(timeout=400) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    procs = _start_workers(script, run_dir, [tmp_path / "w0.npz", tmp_path / "w1.npz"], env)
+    outputs = _wait(procs)
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
         assert "replicas 2" in out
@@ -194,13 +191,7 @@ def test_two_workers_killed_mid_epoch_resume(tmp_path):
 
     outs = [tmp_path / "w0.npz", tmp_path / "w1.npz"]
     procs = _start_workers(script, run_dir, outs, env, "resume")
-    try:
-        results = [p.communicate(timeout=400) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, _wait(procs)):
         assert p.returncode == 0, err[-3000:]
 
     rows = _history(history)

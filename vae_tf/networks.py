@@ -49,23 +49,26 @@ class ImageConv2D(keras.layers.Conv2D):
         super().__init__(*args, **kwargs)
         self.edge_form = False
 
-    def _depthwise_ok(self, inputs) -> bool:
+    def _depthwise_ok(self) -> bool:
         return (
             self.filters <= 4
             and self.data_format == "channels_last"
             and self.strides[0] == self.strides[1]
             and isinstance(self.padding, str)
-            and None not in inputs.shape[1:]
+        )
+
+    def _depthwise(self, inputs, kernel):
+        """[B, H', W', C_in * C_out]: channel c * C_out + f holds input channel c's share
+        of output f."""
+        return tf.nn.depthwise_conv2d(
+            inputs, kernel, strides=[1, *self.strides, 1], padding=self.padding.upper(), dilations=self.dilation_rate
         )
 
     def call(self, inputs):
-        if not (self.edge_form and self._depthwise_ok(inputs)):
+        if not (self.edge_form and self._depthwise_ok() and None not in inputs.shape[1:]):
             return super().call(inputs)
         c_in, filters = inputs.shape[-1], self.filters
-        # Depthwise output channel c * filters + f holds input channel c's share of output f.
-        y = tf.nn.depthwise_conv2d(
-            inputs, self.kernel, strides=[1, *self.strides, 1], padding=self.padding.upper(), dilations=self.dilation_rate
-        )
+        y = self._depthwise(inputs, self.kernel)
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.tile(self.bias / c_in, [c_in]))
         h, w = y.shape[1:3]
@@ -76,18 +79,9 @@ class ImageConv2D(keras.layers.Conv2D):
         return self.activation(y) if self.activation is not None else y
 
     def convolution_op(self, inputs, kernel):
-        if (
-            self.filters > 4
-            or self.data_format != "channels_last"
-            or self.strides[0] != self.strides[1]
-            or not isinstance(self.padding, str)
-            or _in_xla_graph(tf.compat.v1.get_default_graph())
-        ):
+        if not self._depthwise_ok() or _in_xla_graph(tf.compat.v1.get_default_graph()):
             return super().convolution_op(inputs, kernel)
-        # Depthwise output channel c * C_out + f holds input channel c's share of output f.
-        y = tf.nn.depthwise_conv2d(
-            inputs, kernel, strides=[1, *self.strides, 1], padding=self.padding.upper(), dilations=self.dilation_rate
-        )
+        y = self._depthwise(inputs, kernel)
         if self.filters == 1:
             return tf.reduce_sum(y, axis=-1, keepdims=True)
         shape = tf.concat([tf.shape(y)[:-1], [inputs.shape[-1], self.filters]], axis=0)
@@ -163,13 +157,18 @@ class UpConv2D(keras.layers.Conv2DTranspose):
         return tf.reshape(tf.concat(rows, 2), [-1, h * sh, w * sw, self.filters])
 
 
+def edge_form_layers(body: keras.Model) -> list:
+    """The layers of `body` that have an edge form (empty for an MLP decoder)."""
+    return [layer for layer in body.layers if isinstance(layer, (UpConv2D, ImageConv2D))]
+
+
 @contextlib.contextmanager
 def edge_forms(body: keras.Model):
     """Within the block, the layers of `body` that have an edge form compute it (same
     function, the form LiteRT and ONNX Runtime run faster at batch 1): `UpConv2D` as
     phase convolutions, `ImageConv2D` with its channel sum as a matmul. The export
     traces its TFLite and ONNX decoders inside it."""
-    layers = [layer for layer in body.layers if isinstance(layer, (UpConv2D, ImageConv2D))]
+    layers = edge_form_layers(body)
     for layer in layers:
         layer.edge_form = True
     try:

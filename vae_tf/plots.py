@@ -65,7 +65,6 @@ def save_labeled_rows(rows: list[np.ndarray], row_labels: list[str], path: str |
     return save_figure(fig, path)
 
 
-
 def save_prior_samples(model, path: str | os.PathLike, seed: int = 0) -> str:
     """samples.png of a VAE: 64 draws from the prior in an 8-wide grid, or, for a
     conditional model, one labelled row of ten per class (row i drawn with label i)."""
@@ -78,6 +77,7 @@ def save_prior_samples(model, path: str | os.PathLike, seed: int = 0) -> str:
         [grid[i * 10 : (i + 1) * 10] for i in range(k)], [f"digit {i}" for i in range(k)], path,
         "samples from the prior, one row per requested digit",
     )
+
 
 def save_reconstructions(inputs: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike, title: str) -> str:
     """Inputs (top row of each pair) above their reconstructions (bottom row)."""
