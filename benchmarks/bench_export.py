@@ -16,8 +16,11 @@ engines, not core counts; batch 1 again with as many threads as the machine has 
 TFLite decoder with a fixed batch of 1 (convolutional models, see
 vae_tf/export/tflite.py) decodes batch 64 as 64 calls. Where the shipped TFLite files
 have an open batch, the float32 and int8 decoders converted with a fixed batch of 1 are
-also timed, to show the cost of the open batch dimension. Writes
-benchmarks/export_results.json and .md.
+also timed, to show the cost of the open batch dimension. Every timed figure records
+the machine's load averages before and after it (`os.getloadavg()`, 1/5/15 minutes:
+row["load"][figure], and the row's first and last as row["load_before"] /
+row["load_after"]); the Markdown prints them. Writes benchmarks/export_results.json
+and .md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
@@ -46,6 +50,10 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _triplet(values) -> str:
+    return "not recorded" if not values else "/".join(f"{v:.2f}" for v in values)
 
 
 def _time(fn, runs: int, windows: int = 3, warmup: int = 50) -> float:
@@ -105,11 +113,16 @@ def main(argv=None) -> int:
     parser.add_argument("--windows", type=int, default=3,
                         help="back-to-back timing windows per figure; the lowest median is kept (default 3)")
     parser.add_argument("--out", default=HERE)
-    parser.add_argument("--note", default="", help="a note on the machine (e.g. shared/busy)")
+    parser.add_argument("--note", default="",
+                        help="free text printed with the results (the machine's load averages are measured and "
+                             "printed in any case)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
+    sys.path.insert(0, HERE)
+    from common import load_average, recorded_load
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -134,20 +147,29 @@ def main(argv=None) -> int:
             return lambda: decoder.runner(**feed)
         return lambda: decoder.session.run(["image"], feed)
 
+    def timed(row, key, fn, runs):
+        """row[key] = milliseconds per call of `fn`, with the load averages around it."""
+        with recorded_load() as load:
+            row[key] = round(_time(fn, runs, args.windows), 4)
+        row.setdefault("load", {})[key] = load
+        row.setdefault("load_before", load["load_before"])
+        row["load_after"] = load["load_after"]
+
     def bench(runtime, artifact, size, decoder, decoder_all_cores=None):
         row = {"runtime": runtime, "artifact": artifact, "size_bytes": size}
         for batch in (1, 64):
             z, label = inputs(batch)
             runs = args.runs if batch == 1 else args.batch64_runs
-            row[f"batch{batch}_ms"] = round(_time(lambda: decoder.decode(z, label), runs, args.windows), 4)
+            timed(row, f"batch{batch}_ms", lambda: decoder.decode(z, label), runs)
             if batch == 1 and decoder_all_cores is not None:
-                row["batch1_ms_all_cores"] = round(_time(lambda: decoder_all_cores.decode(z, label), runs, args.windows), 4)
-                row["batch1_ms_runtime"] = round(_time(runtime_call(decoder), args.runs, args.windows), 4)
-                row["batch1_ms_runtime_all_cores"] = round(_time(runtime_call(decoder_all_cores), args.runs, args.windows), 4)
+                timed(row, "batch1_ms_all_cores", lambda: decoder_all_cores.decode(z, label), runs)
+                timed(row, "batch1_ms_runtime", runtime_call(decoder), args.runs)
+                timed(row, "batch1_ms_runtime_all_cores", runtime_call(decoder_all_cores), args.runs)
         row["batch64_us_per_image"] = round(row["batch64_ms"] * 1e3 / 64, 2)
         rows.append(row)
         print(json.dumps(row))
 
+    load_start = load_average()
     saved = m["artifacts"]["saved_model"]
     bench("TF SavedModel (serving_default)", saved["path"], saved["size_bytes"], exported)
     for variant in ("float32", "float16", "dynamic_int8", "int8"):
@@ -166,10 +188,10 @@ def main(argv=None) -> int:
             runner = Interpreter(model_path=path, num_threads=1).get_signature_runner("decode")
             z = np.random.default_rng(1).standard_normal((1, d)).astype(np.float32)
             kw = {"z": z, **({"label": np.zeros([1], np.int32)} if conditional else {})}
-            ms = _time(lambda: runner(**kw), args.runs, args.windows)
             row = {"runtime": f"LiteRT {variant}, fixed batch 1 (not shipped)", "artifact": "-",
-                   "size_bytes": os.path.getsize(path), "batch1_ms": round(ms, 4), "batch64_ms": None,
-                   "batch64_us_per_image": None}
+                   "size_bytes": os.path.getsize(path)}
+            timed(row, "batch1_ms", lambda: runner(**kw), args.runs)
+            row.update(batch64_ms=None, batch64_us_per_image=None)
             rows.append(row)
             print(json.dumps(row))
 
@@ -179,6 +201,8 @@ def main(argv=None) -> int:
         "decoder_macs_per_image": m["decoder_macs_per_image"],
         "date": datetime.date.today().isoformat(),
         "machine": {"cpu": _cpu(), "cores": cores, "threads_per_runtime": 1, "note": args.note},
+        "load_before": load_start,
+        "load_after": load_average(),
         "tflite_batch": tflite_batch,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "runs": args.runs,
@@ -196,15 +220,18 @@ def main(argv=None) -> int:
         f"{result['machine']['cpu']}, {cores} cores, 1 thread per runtime (and {cores} at batch 1 where "
         f"shown), median of {args.runs} calls (batch 64: {args.batch64_runs}), lowest of {args.windows} "
         f"back-to-back windows, {result['date']}. "
-        f"TFLite batch: {'open' if tflite_batch is None else f'fixed at {tflite_batch}'}."
+        f"TFLite batch: {'open' if tflite_batch is None else f'fixed at {tflite_batch}'}. "
+        f"Machine load averages (1/5/15 min) before -> after all timings: {_triplet(result['load_before'])} -> "
+        f"{_triplet(result['load_after'])}."
         + (f" {args.note}" if args.note else ""),
         "",
         "Batch 1 through `vae_tf.export`'s decoders (input checks included), and as the runtime's own call "
         "on prepared inputs (`runner(**feed)` / `session.run`), which is what an app linking the runtime pays.",
         "",
         f"| runtime | artifact | size | batch 1 (ms) | batch 1, {cores} threads (ms) | batch 1, runtime call (ms) "
-        f"| batch 1, runtime call, {cores} threads (ms) | batch 64 (ms) | batch 64 (µs/image) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| batch 1, runtime call, {cores} threads (ms) | batch 64 (ms) | batch 64 (µs/image) "
+        "| load before -> after the row's timings (1/5/15 min) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         b64 = "-" if r["batch64_ms"] is None else f"{r['batch64_ms']:.3f}"
@@ -213,7 +240,7 @@ def main(argv=None) -> int:
               for k in ("batch1_ms_all_cores", "batch1_ms_runtime", "batch1_ms_runtime_all_cores")}
         lines.append(f"| {r['runtime']} | {r['artifact']} | {r['size_bytes'] / 1024:.0f} KiB | {r['batch1_ms']:.3f} | "
                      f"{ms['batch1_ms_all_cores']} | {ms['batch1_ms_runtime']} | {ms['batch1_ms_runtime_all_cores']} | "
-                     f"{b64} | {per} |")
+                     f"{b64} | {per} | {_triplet(r.get('load_before'))} -> {_triplet(r.get('load_after'))} |")
     with open(os.path.join(args.out, "export_results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,13 +1,20 @@
 """Load on the exported SavedModel: its serving signatures answer many requests from a
 pool of threads in one process, with no error and flat memory.
 
-    python benchmarks/bench_serving_load.py                      # saved_models/mnist_vae, else a tiny model
+    python benchmarks/bench_serving_load.py                      # the packaged model, saved_models/mnist_vae
     python benchmarks/bench_serving_load.py --saved-model DIR --requests 20000 --threads 8
 
 The SavedModel is the one `vae-tf export` writes (`DIR/serving/<version>/`, tag
-`serve`): the newest version under `saved_models/mnist_vae/serving/` when present,
-else one written by the export stage's `save_serving` (the code path `export_run`
-uses) from a tiny model trained for one epoch on the bundled digits.
+`serve`): by default the newest version under `saved_models/mnist_vae/serving/` (the
+packaged model); only when that is missing, one written by the export stage's
+`save_serving` (the code path `export_run` uses) from a tiny model trained for one
+epoch on the bundled digits (said so in the results). The results record which model
+was loaded: its path, and from the export's manifest.json (when there is one) when
+and by what it was created, its run directory and commit (where the manifest has
+one), plus the last git commit that touched the export directory.
+
+The machine's load averages (`os.getloadavg()`, 1/5/15 minutes) are recorded before
+and after the warm-up and the timed requests, and printed with the figures.
 
 Requests cycle over the signatures `serving_default` (decode 1 latent), `sample`
 (4 images), `encode` (1 image) and `reconstruct` (1 image); each response is checked
@@ -26,6 +33,7 @@ import glob
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +66,43 @@ def find_saved_model(path: str | None) -> tuple[str, str]:
     if versions:
         return versions[-1], "saved_models/mnist_vae"
     return _tiny_saved_model(), "tiny model (1 epoch on the bundled digits), exported with save_serving"
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages, rounded (as benchmarks/common.py's)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def model_info(saved_model: str) -> dict:
+    """Which model: the export directory's manifest (created, producer, commit, run
+    directory, serving version) when `saved_model` is DIR/serving/<version>, and the
+    last git commit that touched that directory."""
+    info: dict = {}
+    export_dir = os.path.dirname(os.path.dirname(os.path.abspath(saved_model)))
+    manifest_path = os.path.join(export_dir, "manifest.json")
+    if os.path.basename(os.path.dirname(os.path.abspath(saved_model))) == "serving" and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        info["manifest"] = os.path.relpath(manifest_path, REPO) if manifest_path.startswith(REPO) else manifest_path
+        for key in ("created", "producer", "commit", "git_commit", "run_dir", "serving_version", "tensorflow",
+                    "latent_dim", "prior", "conditional"):
+            if key in manifest:
+                info[key] = manifest[key]
+        model = (manifest.get("config") or {}).get("model") or {}
+        if model:
+            info["architecture"] = model.get("architecture")
+            info["hidden_units"] = model.get("hidden_units")
+        try:
+            out = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", export_dir], cwd=REPO,
+                                 capture_output=True, text=True, timeout=30)
+            if out.returncode == 0 and out.stdout.strip():
+                info["last_git_commit"] = out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return info
 
 
 def _tiny_saved_model() -> str:
@@ -117,8 +162,10 @@ def run(args) -> dict:
     requests, latent_dim = make_requests(loaded, np.random.default_rng(0))
 
     # Warm-up: trace/compile every signature from several threads.
+    load_warmup = {"load_before": load_average()}
     with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
         list(pool.map(lambda i: requests[i % len(requests)][1](), range(args.warmup)))
+    load_warmup["load_after"] = load_average()
     rss_warm = rss_mb()
 
     latencies = {name: [] for name, _, _ in requests}
@@ -143,11 +190,13 @@ def run(args) -> dict:
             if done[0] % max(1, args.requests // 10) == 0:
                 rss_samples.append((done[0], rss_mb()))
 
+    load_before = load_average()
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
         for future in [pool.submit(one, i) for i in range(args.requests)]:
             future.result()
     wall = time.perf_counter() - start
+    load_after = load_average()
     rss_end = rss_mb()
 
     every = [v for values in latencies.values() for v in values]
@@ -157,10 +206,14 @@ def run(args) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "saved_model": os.path.relpath(saved_model, REPO) if saved_model.startswith(REPO) else saved_model,
         "source": source,
+        "model_info": model_info(saved_model),
         "latent_dim": latent_dim,
         "tensorflow": tf.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU"
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
         if not tf.config.list_physical_devices("GPU") else f"{platform.machine()}, GPU",
+        "load_before": load_before,
+        "load_after": load_after,
+        "warmup_load": load_warmup,
         "threads": args.threads,
         "requests": args.requests,
         "warmup_requests": args.warmup,
@@ -184,12 +237,30 @@ def run(args) -> dict:
     }
 
 
+def _triplet(values) -> str:
+    return "not recorded" if not values else "/".join(f"{v:.2f}" for v in values)
+
+
+def _model_line(info: dict) -> str:
+    if not info:
+        return "No manifest.json next to it (not an export directory's serving/<version>)."
+    keys = [("created", "created"), ("producer", "by"), ("commit", "commit"), ("git_commit", "commit"),
+            ("run_dir", "from run"), ("serving_version", "serving version"), ("architecture", "architecture"),
+            ("hidden_units", "hidden units"), ("prior", "prior"), ("last_git_commit", "last git commit touching it")]
+    parts = [f"{label} {info[key]}" for key, label in keys if info.get(key) not in (None, "")]
+    return f"Model ({info.get('manifest', 'manifest')}): " + ", ".join(parts) + "."
+
+
 def write_markdown(result: dict, path: str) -> None:
     lat, rss = result["latency_ms"], result["rss_mb"]
     lines = [
         "# Serving load on the exported SavedModel",
         "",
-        f"{result['date']}, TensorFlow {result['tensorflow']}, {result['machine']}.",
+        f"{result['date']}, TensorFlow {result['tensorflow']}, {result['machine']}. Machine load averages "
+        f"(1/5/15 min) before -> after the timed requests: {_triplet(result.get('load_before'))} -> "
+        f"{_triplet(result.get('load_after'))} (warm-up: {_triplet((result.get('warmup_load') or {}).get('load_before'))}"
+        f" -> {_triplet((result.get('warmup_load') or {}).get('load_after'))}).",
+        _model_line(result.get("model_info") or {}),
         f"SavedModel: `{result['saved_model']}` ({result['source']}), loaded in-process with "
         "`tf.saved_model.load`; requests cycle over `serving_default` (1 latent), `sample` (4 images), "
         f"`encode` and `reconstruct` (1 image each) from {result['threads']} threads.",
@@ -213,8 +284,8 @@ def write_markdown(result: dict, path: str) -> None:
         f"flat = within {result['rss_slack_mb']:.0f} MiB of the warm-up level: "
         f"{'yes' if result['memory_flat'] else 'NO'}).",
         "",
-        "Reproduce: `python benchmarks/bench_serving_load.py` (the machine was shared with other jobs, so "
-        "latencies are upper bounds).",
+        "Reproduce: `python benchmarks/bench_serving_load.py` (the packaged model; latencies depend on the "
+        "machine's load, measured above).",
         "",
     ]
     with open(path, "w") as f:
@@ -231,6 +302,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(HERE, "serving_load.json"))
     args = p.parse_args(argv)
     result = run(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")

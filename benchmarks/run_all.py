@@ -3,29 +3,44 @@
     python benchmarks/run_all.py --out /tmp/vae-bench            # everything
     python benchmarks/run_all.py --out /tmp/vae-bench --skip best,options   # the quick part
 
+Data: the bundled 5,000 digits split three ways (`load_splits("bundled")`,
+`split_seed=0`): 4,000 for training, a VALIDATION slice of 500 (the digits every
+earlier figure was "held out" on, and on which every default and preset was chosen)
+and a TEST slice of 500 (never used for a choice). Stages that make or inform a
+choice score on validation; reported results on test (and also on validation,
+labelled). Every entry records its split, its number of training images and the
+load averages around it; results["stage_load"] those around each stage.
+
 Stages (each can be skipped with --skip NAME[,NAME]):
 
   peak      fp32 matmul FLOP/s of TensorFlow (4096^3, best of 5), at the start and the end.
   train     `vae-tf train` for the default configuration and the `mlp` and `conv-small`
-            presets (30 epochs, batch 128, bundled digits: 4,500 train / 500 held out):
-            images/s (median over epochs after the first), training FLOP/s as a share
-            of the matmul peak, peak resident memory of the process.
-  evaluate  `vae-tf evaluate` (IWAE k = 1000) of the default run on the 500 held-out
-            digits: NLL, -ELBO, FLOP/s from layer shapes as a share of the peak, peak
-            resident memory.
+            presets (30 epochs, batch 128, the 4,000 training digits): images/s (median
+            over epochs after the first), training FLOP/s as a share of the matmul peak,
+            peak resident memory of the process.
+  evaluate  `vae-tf evaluate` (IWAE k = 1000) of the default run on the TEST slice (the
+            reported figure: NLL, -ELBO, FLOP/s from layer shapes as a share of the
+            peak, peak resident memory), then on the validation slice (recorded too).
   peers     ../shared/peers re-implementations trained in the same run on the same
-            4,500 digits and scored on the same 500 (skipped with a message when the
-            peers or the torch venv are missing).
-  best      the `best` preset (no epoch limit), trained and scored the same way.
+            4,000 digits and scored on the same TEST slice (skipped with a message when
+            the peers or the torch venv are missing).
+  pairs     speed ratios of two presets against their peers, back to back (speed only).
+  best      the `best` preset (no epoch limit), trained the same way, scored on TEST
+            (and validation).
   options   issue 4: each option combination trained with the default budget, IWAE NLL
-            (k = 1000) on the held-out slice (base: the plain ELBO with N(0, I)).
+            (k = 1000) on the VALIDATION slice (base: the plain ELBO with N(0, I)).
   grid      issue 6: one change at a time on top of the default configuration (what
-            each choice buys in nats), trained and scored the same way.
+            each choice buys in nats), scored on the VALIDATION slice.
   export    decoder latency and sizes through the export package's benchmark
             (benchmarks/bench_export.py), when present.
+  conditional  benchmarks/bench_conditional.py: samples of the default conditional
+            model (and `--prior normal`) classified by an independent CNN trained on the
+            4,000 training digits; agreement with the requested digit and -log p(x|y) on
+            the TEST slice.
 
 Writes OUT/results.json and OUT/results.md; `--commit-results` also copies them to
-benchmarks/results.json and benchmarks/results.md.
+benchmarks/results.json and benchmarks/results.md (and the conditional stage's
+conditional.json / .md to benchmarks/).
 """
 
 from __future__ import annotations
@@ -51,10 +66,11 @@ TORCH_PYTHON = os.environ.get(
     "VAE_BENCH_TORCH_PYTHON", os.path.expanduser("~/.cache/vae-tf-torch-venv/bin/python")
 )
 TF_PEERS = ("keras_io", "keras_io_l16", "tf_cvae", "tfp_layers")
-STAGES = ("peak", "train", "evaluate", "peers", "pairs", "best", "options", "grid", "export")
+STAGES = ("peak", "train", "evaluate", "peers", "pairs", "best", "options", "grid", "export", "conditional")
 
 # Issue 4: each option alone on the plain model (ELBO, no warm-up: OPTIONS_BASE), and
-# the combinations; the same budget as the default (30 epochs, batch 128).
+# the combinations; the same budget as the default (30 epochs, batch 128). Scored on the
+# validation slice: these figures informed the defaults.
 OPTIONS_BASE = {"iwae_samples": 1, "kl_warmup_steps": 0, "prior": "normal"}
 OPTIONS: dict[str, dict] = {
     "plain ELBO (base)": {},
@@ -72,6 +88,7 @@ OPTIONS: dict[str, dict] = {
 }
 
 # name -> (VAEConfig changes, TrainConfig changes) on top of the default configuration.
+# Scored on the validation slice: these figures informed the defaults.
 GRID: dict[str, tuple[dict, dict]] = {
     "default (base)": ({}, {}),
     "default, seed 1 (noise check)": ({}, {"seed": 1}),
@@ -82,6 +99,8 @@ GRID: dict[str, tuple[dict, dict]] = {
     "encoder dropout 0.1": ({"dropout": 0.1}, {}),
     "weight decay 0.05 (AdamW)": ({}, {"weight_decay": 0.05}),
     "hidden 512-256": ({"hidden_units": (512, 256)}, {}),
+    "prior=vamp with 16 pseudo-inputs": ({"prior": "vamp", "prior_components": 16}, {}),
+    "prior=vamp with 100 pseudo-inputs": ({"prior": "vamp", "prior_components": 100}, {}),
 }
 
 
@@ -132,6 +151,7 @@ def stage_train(work: str, presets=("default", "mlp", "conv-small"), speed_epoch
     """`vae-tf train` per preset; presets other than "default" run `speed_epochs` epochs
     when given (their figure is speed only)."""
     results = {}
+    num_train = common.split_sizes()["train"]
     for name in presets:
         # "PRESET+nojit" runs the preset without XLA (for comparing the two).
         preset, _, variant = name.partition("+")
@@ -139,11 +159,12 @@ def stage_train(work: str, presets=("default", "mlp", "conv-small"), speed_epoch
         if speed_epochs and name != "default":
             extra += ["--epochs", str(speed_epochs)]
         run_dir = os.path.join(work, f"run-{name}")
-        r = run_measured(
-            vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--out", run_dir, "--no-pictures"]
-            + extra,
-            os.path.join(work, f"train-{name}.log"),
-        )
+        with common.recorded_load() as load:
+            r = run_measured(
+                vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--out", run_dir, "--no-pictures"]
+                + extra,
+                os.path.join(work, f"train-{name}.log"),
+            )
         if r["returncode"]:
             raise RuntimeError(f"vae-tf train --preset {name} failed:\n{tail(r['log'])}")
         with open(os.path.join(run_dir, "history.json")) as f:
@@ -152,6 +173,9 @@ def stage_train(work: str, presets=("default", "mlp", "conv-small"), speed_epoch
         results[name] = {
             **r,
             "run_dir": run_dir,
+            "split": None,  # speed only; the default's likelihoods are the evaluate stage's
+            "num_train_images": num_train,
+            **load,
             "images_per_second": history["images_per_second"],
             "epochs": len(history["history"]["epoch"]),
             "train_flops_per_image": flops,
@@ -164,27 +188,37 @@ def stage_train(work: str, presets=("default", "mlp", "conv-small"), speed_epoch
 
 
 def stage_evaluate(work: str, run_dir: str, name: str = "default", iwae_samples: int = 1000) -> dict:
-    r = run_measured(
-        vae_tf_cli() + ["evaluate", run_dir, "--split", "test", "--iwae-samples", str(iwae_samples), "--json"],
-        os.path.join(work, f"evaluate-{name}.log"),
-    )
-    if r["returncode"]:
-        raise RuntimeError(f"vae-tf evaluate failed:\n{tail(r['log'])}")
-    result = last_json_line(r["log"])
-    flops = common.eval_flops(run_dir, result["num_images"], iwae_samples)
-    out = {**r, **result, "flops": flops, "flops_per_second": flops / result["seconds"]}
-    print(f"[evaluate] {name}: IWAE NLL {result['iwae_nll']:.2f} ± {result['iwae_nll_stderr']:.2f} nats "
-          f"in {result['seconds']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+    """`vae-tf evaluate` of `run_dir` on the TEST slice (the reported figures and the
+    timing), then on the validation slice (recorded in "by_split", not timed)."""
+    by_split, timed = {}, None
+    for split in ("test", "validation"):
+        with common.recorded_load() as load:
+            r = run_measured(
+                vae_tf_cli() + ["evaluate", run_dir, "--split", split, "--iwae-samples", str(iwae_samples), "--json"],
+                os.path.join(work, f"evaluate-{name}-{split}.log"),
+            )
+        if r["returncode"]:
+            raise RuntimeError(f"vae-tf evaluate --split {split} failed:\n{tail(r['log'])}")
+        result = last_json_line(r["log"])
+        by_split[split] = {**result, **load}
+        if timed is None:
+            timed = {**r, **result, **load}
+    flops = common.eval_flops(run_dir, timed["num_images"], iwae_samples)
+    out = {**timed, "split": "test", "num_train_images": common.split_sizes()["train"], "flops": flops,
+           "flops_per_second": flops / timed["seconds"], "by_split": by_split}
+    print(f"[evaluate] {name}: test IWAE NLL {out['iwae_nll']:.2f} ± {out['iwae_nll_stderr']:.2f} nats "
+          f"(validation {by_split['validation']['iwae_nll']:.2f}) in {out['seconds']:.1f} s, "
+          f"peak RSS {out['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
     return out
 
 
 def stage_peers(work: str, epochs: int, quality: bool = True) -> dict:
-    """Peers trained for `epochs` on our 4,500 training digits; with `quality`, also
-    scored on our 500 held-out digits (their own IWAE code, k = 1000)."""
+    """Peers trained for `epochs` on our 4,000 training digits; with `quality`, also
+    scored on our TEST slice (their own IWAE code, k = 1000), as the default is."""
     if not os.path.isdir(PEERS_DIR):
         print(f"[peers] skipped: {PEERS_DIR} not found", flush=True)
         return {"skipped": f"{PEERS_DIR} not found"}
-    data_dir, test_npy = common.write_peer_data(work)
+    data_dir, test_npy, sizes = common.write_peer_data(work, "test")
     out_dir = os.path.join(work, "peers")
     results = {}
     jobs = [(name, [sys.executable, os.path.join(PEERS_DIR, "peers_tf.py"), name]) for name in TF_PEERS]
@@ -199,7 +233,9 @@ def stage_peers(work: str, epochs: int, quality: bool = True) -> dict:
         cmd = cmd + ["--epochs", str(epochs), "--train-idx", data_dir, "--out", out_dir]
         if quality:
             cmd += ["--test-npy", test_npy]
-        r = run_measured(cmd, os.path.join(work, f"peer-{name}.log"))
+        with common.recorded_load() as load:
+            r = run_measured(cmd, os.path.join(work, f"peer-{name}.log"))
+        r.update(load, split="test" if quality else None, num_train_images=sizes["train"])
         if r["returncode"]:
             print(f"[peers] {name} failed:\n{tail(r['log'])}", flush=True)
             results[name] = {**r, "failed": True}
@@ -221,7 +257,7 @@ def stage_pairs(work: str, rounds: int, epochs: int) -> dict:
     if not os.path.isdir(PEERS_DIR):
         print(f"[pairs] skipped: {PEERS_DIR} not found", flush=True)
         return {"skipped": f"{PEERS_DIR} not found"}
-    data_dir, _ = common.write_peer_data(work)
+    data_dir, _, sizes = common.write_peer_data(work)
     results = {}
     for preset, peer, goal in PAIRS:
         if peer == "pytorch_examples":
@@ -232,39 +268,57 @@ def stage_pairs(work: str, rounds: int, epochs: int) -> dict:
             peer_cmd = [TORCH_PYTHON, os.path.join(PEERS_DIR, "peers_torch.py")]
         else:
             peer_cmd = [sys.executable, os.path.join(PEERS_DIR, "peers_tf.py"), peer]
-        ours, theirs = [], []
+        ours, theirs, loads = [], [], []
         for i in range(rounds):
-            run_dir = os.path.join(work, f"pair-{preset}-{i}")
-            r = run_measured(vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--epochs",
-                                            str(epochs), "--out", run_dir, "--no-pictures"],
-                             os.path.join(work, f"pair-{preset}-{i}.log"))
-            if r["returncode"]:
-                raise RuntimeError(f"vae-tf train --preset {preset} failed:\n{tail(r['log'])}")
-            with open(os.path.join(run_dir, "history.json")) as f:
-                ours.append(json.load(f)["images_per_second"])
-            out_dir = os.path.join(work, f"pair-peers-{i}")
-            r = run_measured(peer_cmd + ["--epochs", str(epochs), "--train-idx", data_dir, "--out", out_dir],
-                             os.path.join(work, f"pair-{peer}-{i}.log"))
-            if r["returncode"]:
-                raise RuntimeError(f"peer {peer} failed:\n{tail(r['log'])}")
-            theirs.append(last_json_line(r["log"])["images_per_s"])
+            with common.recorded_load() as load:
+                a, b = _pair_round(preset, peer, peer_cmd, epochs, data_dir, work, i)
+            ours.append(a)
+            theirs.append(b)
+            loads.append(load)
             print(f"[pairs] round {i}: {preset} {ours[-1]:.0f} vs {peer} {theirs[-1]:.0f} images/s "
-                  f"(x{ours[-1] / theirs[-1]:.2f})", flush=True)
+                  f"(x{ours[-1] / theirs[-1]:.2f}; load {load['load_before']} -> {load['load_after']})", flush=True)
         ratios = sorted(a / b for a, b in zip(ours, theirs))
         results[preset] = {"peer": peer, "goal": goal, "ours_images_per_second": ours,
                            "peer_images_per_second": theirs, "ratios": ratios,
-                           "median_ratio": statistics.median(ratios), "epochs": epochs}
+                           "median_ratio": statistics.median(ratios), "epochs": epochs,
+                           "split": None, "num_train_images": sizes["train"], "round_loads": loads}
     return results
 
 
+def _pair_round(preset: str, peer: str, peer_cmd: list[str], epochs: int, data_dir: str, work: str,
+                i: int) -> tuple[float, float]:
+    """One back-to-back round: our preset, then the peer; (ours, theirs) images/s."""
+    run_dir = os.path.join(work, f"pair-{preset}-{i}")
+    r = run_measured(vae_tf_cli() + ["train", "--data", "bundled", "--preset", preset, "--epochs",
+                                    str(epochs), "--out", run_dir, "--no-pictures"],
+                     os.path.join(work, f"pair-{preset}-{i}.log"))
+    if r["returncode"]:
+        raise RuntimeError(f"vae-tf train --preset {preset} failed:\n{tail(r['log'])}")
+    with open(os.path.join(run_dir, "history.json")) as f:
+        ours = json.load(f)["images_per_second"]
+    out_dir = os.path.join(work, f"pair-peers-{i}")
+    r = run_measured(peer_cmd + ["--epochs", str(epochs), "--train-idx", data_dir, "--out", out_dir],
+                     os.path.join(work, f"pair-{peer}-{i}.log"))
+    if r["returncode"]:
+        raise RuntimeError(f"peer {peer} failed:\n{tail(r['log'])}")
+    return ours, last_json_line(r["log"])["images_per_s"]
+
+
 def _add_pair_rounds(pairs: dict, earlier: dict) -> list[str]:
-    """Puts an earlier run's back-to-back rounds in front of this run's (same preset and
-    peer) and recomputes the ratios and their median; returns the presets extended."""
+    """Puts an earlier run's back-to-back rounds in front of this run's (same preset,
+    peer and number of training images) and recomputes the ratios and their median;
+    returns the presets extended. Rounds recorded without load averages get None."""
     added = []
     for preset, old in earlier.items():
         new = pairs.get(preset)
-        if not (isinstance(new, dict) and "ratios" in new and "ratios" in old and old["peer"] == new["peer"]):
+        if not (isinstance(new, dict) and "ratios" in new and "ratios" in old and old["peer"] == new["peer"]
+                and old.get("num_train_images") == new.get("num_train_images")):
             continue
+        if "round_loads" in old or "round_loads" in new:
+            new["round_loads"] = [
+                *(old.get("round_loads") or [None] * len(old["ours_images_per_second"])),
+                *(new.get("round_loads") or [None] * len(new["ours_images_per_second"])),
+            ]
         for key in ("ours_images_per_second", "peer_images_per_second"):
             new[key] = old[key] + new[key]
         new["ratios"] = sorted(a / b for a, b in zip(new["ours_images_per_second"], new["peer_images_per_second"]))
@@ -274,37 +328,40 @@ def _add_pair_rounds(pairs: dict, earlier: dict) -> list[str]:
 
 
 def stage_best(work: str) -> dict:
+    """`--preset best`, a reported result: scored on the TEST slice (and validation)."""
     rc = common.run_config("best")
-    r = common.train_and_score(rc, keep_dir=os.path.join(work, "best"))
-    print(f"[best] IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f} nats, "
-          f"{r['train_seconds']:.0f} s training", flush=True)
+    r = common.train_and_score(rc, splits=("test", "validation"), keep_dir=os.path.join(work, "best"))
+    print(f"[best] test IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f} nats "
+          f"(validation {r['by_split']['validation']['iwae_nll']:.2f}), {r['train_seconds']:.0f} s training",
+          flush=True)
     return r
 
 
 def _train_and_score_each(work: str, stage: str, runs: dict) -> dict:
-    """Trains and scores each `name -> (RunConfig, change)` of `runs` on the held-out
-    slice; a failing run is recorded and does not lose the others."""
+    """Trains and scores each `name -> (RunConfig, change)` of `runs` on the VALIDATION
+    slice (these stages inform choices); a failing run is recorded and does not lose
+    the others."""
     results = {}
-    x = common.held_out_images()
     for name, (rc, change) in runs.items():
         try:
-            r = common.train_and_score(rc, eval_images_=x, keep_dir=tempfile.mkdtemp(dir=work, prefix=f"{stage}-"))
+            r = common.train_and_score(rc, splits=("validation",),
+                                       keep_dir=tempfile.mkdtemp(dir=work, prefix=f"{stage}-"))
         except Exception as err:  # noqa: BLE001 - reported per run
             print(f"[{stage}] {name} failed: {err!r}", flush=True)
             results[name] = {"change": change, "failed": repr(err)}
             continue
         r["change"] = change
         results[name] = r
-        print(f"[{stage}] {name}: IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
+        print(f"[{stage}] {name}: validation IWAE NLL {r['iwae_nll']:.2f} ± {r['iwae_nll_stderr']:.2f}, "
               f"-ELBO {r['neg_elbo']:.2f}, {r['images_per_second']:.0f} images/s, "
               f"{r['train_seconds']:.0f} s training", flush=True)
     return results
 
 
-def stage_grid(work: str) -> dict:
+def stage_grid(work: str, names: list[str] | None = None) -> dict:
     runs = {
         name: (common.run_config("default", model=model, train_cfg=train), {"model": model, "train": train})
-        for name, (model, train) in GRID.items()
+        for name, (model, train) in GRID.items() if not names or name in names
     }
     return _train_and_score_each(work, "grid", runs)
 
@@ -339,8 +396,9 @@ def stage_export(work: str, runs: dict, peak: float | None) -> dict:
             continue
         out = os.path.join(work, f"export-bench-{name}")
         os.makedirs(out, exist_ok=True)
-        r = run_measured([sys.executable, bench, "--model", exported, "--out", out],
-                         os.path.join(work, f"export-bench-{name}.log"))
+        with common.recorded_load() as load:
+            r = run_measured([sys.executable, bench, "--model", exported, "--out", out],
+                             os.path.join(work, f"export-bench-{name}.log"))
         path = os.path.join(out, "export_results.json")
         if r["returncode"] or not os.path.exists(path):
             print(f"[export] {name}: bench_export.py failed:\n{tail(r['log'])}", flush=True)
@@ -356,10 +414,32 @@ def stage_export(work: str, runs: dict, peak: float | None) -> dict:
         f32 = rows.get("LiteRT float32", {}).get("size_bytes")
         i8 = rows.get("LiteRT int8", {}).get("size_bytes")
         results[name] = {"decoder_macs_per_image": macs, "rows": list(rows.values()),
-                         "int8_over_float32_size": i8 / f32 if i8 and f32 else None, "raw": path}
+                         "int8_over_float32_size": i8 / f32 if i8 and f32 else None, "raw": path,
+                         "split": None, "num_train_images": runs[name].get("num_train_images"), **load}
         print(f"[export] {name}: " + ", ".join(
             f"{k} {v.get('batch1_ms')} ms" for k, v in rows.items() if v.get("batch1_ms") is not None), flush=True)
     return results
+
+
+def stage_conditional(work: str, extra_args: list[str] | None = None) -> dict:
+    """benchmarks/bench_conditional.py in its own process (a classifier on the 4,000
+    training digits, the default conditional model and `--prior normal`, all scored on
+    the TEST slice); its conditional.json, with the paths of its files."""
+    out = os.path.join(work, "conditional")
+    os.makedirs(out, exist_ok=True)
+    r = run_measured([sys.executable, os.path.join(HERE, "bench_conditional.py"), "--out", out,
+                      "--work", os.path.join(work, "conditional-runs"), *(extra_args or [])],
+                     os.path.join(work, "conditional.log"))
+    path = os.path.join(out, "conditional.json")
+    if r["returncode"] or not os.path.exists(path):
+        print(f"[conditional] bench_conditional.py failed:\n{tail(r['log'])}", flush=True)
+        return {**r, "failed": True}
+    with open(path) as f:
+        res = json.load(f)
+    for name, m in res.get("models", {}).items():
+        print(f"[conditional] {name}: agreement {m['agreement']:.1%}, test -log p(x|y) "
+              f"{m['test']['iwae_nll']:.2f} nats", flush=True)
+    return {**res, "raw": path, "markdown": os.path.join(out, "conditional.md")}
 
 
 def _unique(sources: dict, key: str) -> str:
@@ -371,6 +451,9 @@ def _unique(sources: dict, key: str) -> str:
     return name
 
 
+MERGED_STAGES = ("train", "evaluate", "peers", "pairs", "best", "options", "grid", "export", "conditional")
+
+
 def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = False) -> None:
     """Copies into `results` the stages of an earlier results.json (read from `path`)
     that this run skipped (per model where a stage is per model; pair rounds added to
@@ -378,12 +461,14 @@ def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = F
     came from: the earlier run itself, or, for a stage that run had merged in turn,
     that stage's original source (partly merged stages keep both)."""
     prior = earlier.get("merged_from") or {}
-    for stage in ("train", "evaluate", "peers", "pairs", "best", "options", "grid", "export"):
+    for stage in MERGED_STAGES:
         if stage not in earlier:
             continue
         whole = stage not in results
         if whole:
             results[stage] = earlier[stage]
+            if stage in (earlier.get("stage_load") or {}):
+                results.setdefault("stage_load", {})[stage] = earlier["stage_load"][stage]
             key = stage
         elif stage in ("train", "peers", "export", "options", "grid"):  # per model: keep this run's, add the others
             added = [k for k in earlier[stage] if k not in results[stage]]
@@ -406,6 +491,9 @@ def merge_earlier(results: dict, earlier: dict, path: str, pair_rounds: bool = F
     if "matmul_peak" not in results and "matmul_peak" in earlier:
         for key in ("matmul_peak_start", "matmul_peak_end", "matmul_peak"):
             results[key] = earlier[key]
+        for key in ("peak_start", "peak_end"):
+            if key in (earlier.get("stage_load") or {}):
+                results.setdefault("stage_load", {})[key] = earlier["stage_load"][key]
 
 
 def main(argv=None) -> int:
@@ -414,6 +502,10 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip: {', '.join(STAGES)}")
     p.add_argument("--peer-epochs", type=int, default=30, help="epochs of each peer (default 30)")
     p.add_argument("--options", default="", help="comma-separated names of OPTIONS to run (default: all)")
+    p.add_argument("--grid", default="",
+                   help="semicolon-separated names of GRID rows to run (default: all; names contain commas)")
+    p.add_argument("--conditional-quick", action="store_true",
+                   help="run bench_conditional.py --quick in the conditional stage (a smoke test, not a result)")
     p.add_argument("--pair-rounds", type=int, default=3, help="back-to-back rounds of the pairs stage")
     p.add_argument("--pair-epochs", type=int, default=6, help="epochs per run in the pairs stage")
     p.add_argument("--peer-speed-only", action="store_true", help="time the peers without scoring them")
@@ -437,29 +529,43 @@ def main(argv=None) -> int:
     os.makedirs(work, exist_ok=True)
     print(f"benchmark directory: {work}", flush=True)
 
-    results: dict = {"machine": common.machine(), "skipped_stages": sorted(skip)}
+    results: dict = {"machine": common.machine(), "skipped_stages": sorted(skip), "splits": common.split_sizes(),
+                     "stage_load": {}}
     start = time.perf_counter()
+
+    def stage(name: str, fn, *fn_args, **fn_kwargs):
+        """Runs one stage, recording the load averages before and after it."""
+        with common.recorded_load() as load:
+            out = fn(*fn_args, **fn_kwargs)
+        results["stage_load"][name] = load
+        return out
+
     if "peak" not in skip:
-        results["matmul_peak_start"] = common.matmul_peak_flops()
+        results["matmul_peak_start"] = stage("peak_start", common.matmul_peak_flops)
         print(f"[peak] {results['matmul_peak_start'] / 1e9:.0f} GFLOP/s", flush=True)
     if "train" not in skip:
-        results["train"] = stage_train(work, tuple(x for x in args.presets.split(",") if x), args.speed_epochs)
+        results["train"] = stage("train", stage_train, work, tuple(x for x in args.presets.split(",") if x),
+                                 args.speed_epochs)
     if "evaluate" not in skip and "default" in results.get("train", {}):
-        results["evaluate"] = stage_evaluate(work, results["train"]["default"]["run_dir"])
+        results["evaluate"] = stage("evaluate", stage_evaluate, work, results["train"]["default"]["run_dir"])
     if "peers" not in skip:
-        results["peers"] = stage_peers(work, args.peer_epochs, quality=not args.peer_speed_only)
+        results["peers"] = stage("peers", stage_peers, work, args.peer_epochs, quality=not args.peer_speed_only)
     if "pairs" not in skip:
-        results["pairs"] = stage_pairs(work, args.pair_rounds, args.pair_epochs)
+        results["pairs"] = stage("pairs", stage_pairs, work, args.pair_rounds, args.pair_epochs)
     if "options" not in skip:
-        results["options"] = stage_options(work, [n for n in args.options.split(",") if n] or None)
+        results["options"] = stage("options", stage_options, work, [n for n in args.options.split(",") if n] or None)
     if "grid" not in skip:
-        results["grid"] = stage_grid(work)
+        results["grid"] = stage("grid", stage_grid, work, [n.strip() for n in args.grid.split(";") if n.strip()] or None)
     if "best" not in skip:
-        results["best"] = stage_best(work)
+        results["best"] = stage("best", stage_best, work)
     if "export" not in skip:
-        results["export"] = stage_export(work, results.get("train", {}), results.get("matmul_peak_start"))
+        results["export"] = stage("export", stage_export, work, results.get("train", {}),
+                                  results.get("matmul_peak_start"))
+    if "conditional" not in skip:
+        results["conditional"] = stage("conditional", stage_conditional, work,
+                                       ["--quick"] if args.conditional_quick else [])
     if "peak" not in skip:
-        results["matmul_peak_end"] = common.matmul_peak_flops()
+        results["matmul_peak_end"] = stage("peak_end", common.matmul_peak_flops)
         results["matmul_peak"] = max(results["matmul_peak_start"], results["matmul_peak_end"])
         print(f"[peak] end {results['matmul_peak_end'] / 1e9:.0f} GFLOP/s", flush=True)
         for e in (results.get("export") or {}).values():  # shares against the run's peak
@@ -482,6 +588,10 @@ def main(argv=None) -> int:
     if args.commit_results:
         shutil.copy(os.path.join(work, "results.json"), os.path.join(HERE, "results.json"))
         shutil.copy(os.path.join(work, "results.md"), os.path.join(HERE, "results.md"))
+        cond = results.get("conditional") or {}
+        if "conditional" not in skip and not cond.get("failed") and cond.get("raw"):
+            shutil.copy(cond["raw"], os.path.join(HERE, "conditional.json"))
+            shutil.copy(cond["markdown"], os.path.join(HERE, "conditional.md"))
     return 0
 
 

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from vae_tf import fileio, interrupts
 from vae_tf.export import onnx_export, serving, tflite
 from vae_tf.export.check_serving import run_signatures
 from vae_tf.export.runtime import MANIFEST, ONNXDecoder, TFLiteDecoder
@@ -126,9 +127,9 @@ def existing_versions(out_dir: str) -> list[int]:
 
 def _run_metrics(run_dir: str) -> dict:
     path = os.path.join(run_dir, "history.json")
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return {}
-    with open(path) as f:
+    with fileio.open_file(path) as f:
         history = json.load(f)
     last = {k: v[-1] for k, v in history.get("history", {}).items() if v}
     return {"final_epoch": last, "images_per_second": history.get("images_per_second")}
@@ -235,6 +236,12 @@ def export_run(
     from vae_tf.networks import count_macs
     from vae_tf.training import load
 
+    if not fileio.is_local(out_dir):
+        raise ExportError(
+            f"--out {os.fspath(out_dir)} is not a local directory: the TFLite and ONNX converters and the "
+            "checks of their files work on local files only. Export to a local directory and copy it "
+            "(e.g. `gsutil -m cp -r`); the run directory itself may be a gs:// URL."
+        )
     out_dir = os.path.abspath(os.fspath(out_dir))
     if version is None:
         version = max(existing_versions(out_dir), default=0) + 1
@@ -265,7 +272,7 @@ def export_run(
         "producer": f"vae-tf {vae_tf.__version__}",
         "tensorflow": tf.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": os.path.abspath(run_dir),
+        "run_dir": fileio.absolute(run_dir),
         "latent_dim": c.latent_dim,
         "image_shape": list(c.image_shape),
         "conditional": c.conditional,
@@ -353,7 +360,8 @@ def export_run(
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
-        _install(tmp, out_dir, version, list(FORMATS), overwrite)
+        with interrupts.held():  # a Ctrl-C waits until every rename is done
+            _install(tmp, out_dir, version, list(FORMATS), overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -37,12 +37,43 @@ def last_json_line(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
+# The trained model's IWAE NLL (nats) must lie below this, and at least UNTRAINED_MARGIN
+# below the same model untrained (decoder at the mean image: 208 nats on the 500
+# held-out bundled digits, k=20), so that an untrained or barely trained model fails.
+# Measured, tiny MLP with the default objective: 1 epoch 204.5 (fails; hence 5), 5
+# epochs 156.5 nats.
+TRAINED_NLL_BOUND = 185.0
+UNTRAINED_MARGIN = 25.0
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """`vae-tf train --data bundled --epochs 1 ...` (a tiny MLP): the run directory."""
+    """`vae-tf train --data bundled --epochs 5 ...` (a tiny MLP): the run directory."""
     out = str(tmp_path_factory.mktemp("cli") / "run")
-    assert main(["train", "--data", "bundled", "--epochs", "1", "--out", out, *TINY_FLAGS]) == 0
+    assert main(["train", "--data", "bundled", "--epochs", "5", "--out", out, *TINY_FLAGS]) == 0
     return out
+
+
+def untrained_iwae_nll(run_dir, images, labels, num_samples, train_images) -> float:
+    """IWAE NLL of the run's model as training starts it: same config and seed,
+    decoder bias at the mean training image (`initialize_output_bias`), no steps."""
+    import tf_keras as keras
+
+    from vae_tf.evaluation import evaluate_likelihood
+    from vae_tf.model import VAE
+
+    config = RunConfig.load(os.path.join(run_dir, "config.json"))
+    keras.utils.set_random_seed(config.train.seed)
+    model = VAE(config.model, noise_seed=config.train.seed)
+    model.initialize_output_bias(train_images)
+    return evaluate_likelihood(model, images, labels, num_samples=num_samples, batch_size=100, seed=0)["iwae_nll"]
+
+
+def assert_trained_nll(result, run_dir, images, labels, train_images) -> None:
+    untrained = untrained_iwae_nll(run_dir, images, labels, result["iwae_samples"], train_images)
+    print(f"IWAE NLL: trained {result['iwae_nll']:.2f}, untrained {untrained:.2f} nats")
+    assert 60 < result["iwae_nll"] < TRAINED_NLL_BOUND, result
+    assert result["iwae_nll"] < untrained - UNTRAINED_MARGIN, (result, untrained)
 
 
 def test_train_writes_the_run_directory_and_pictures(cli_run, capsys):
@@ -52,7 +83,7 @@ def test_train_writes_the_run_directory_and_pictures(cli_run, capsys):
         assert os.path.isdir(os.path.join(cli_run, name)), name
     config = RunConfig.load(os.path.join(cli_run, "config.json"))
     assert config.model.hidden_units == (64,) and config.model.latent_dim == 4
-    assert config.train.epochs == 1 and config.train.data == "bundled"
+    assert config.train.epochs == 5 and config.train.data == "bundled"
     assert_png_with_content(os.path.join(cli_run, "samples.png"))
     assert_png_with_content(os.path.join(cli_run, "reconstructions.png"))
 
@@ -78,13 +109,16 @@ def test_train_conditional_draws_one_labelled_row_per_digit(tmp_path, monkeypatc
     assert_png_with_content(os.path.join(out, "samples.png"))
 
 
-def test_evaluate_json(cli_run, capsys):
+def test_evaluate_json(cli_run, bundled_splits, capsys):
     code = main(["evaluate", cli_run, "--data", "bundled", "--split", "test", "--iwae-samples", "20", "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = last_json_line(captured.out)
     assert isinstance(result["neg_elbo"], float) and isinstance(result["iwae_nll"], float)
-    assert 60 < result["iwae_nll"] < 250, result
+    from vae_tf.evaluation import eval_split
+
+    images, labels, _ = eval_split(RunConfig.load(os.path.join(cli_run, "config.json")), "bundled", "test")
+    assert_trained_nll(result, cli_run, images, labels, bundled_splits.train_images)
     assert result["iwae_nll"] <= result["neg_elbo"] + 0.5, result
     assert result["num_images"] == 500 and result["iwae_samples"] == 20
     assert result["split"] == "test" and result["data"] == "bundled"
@@ -116,7 +150,10 @@ def test_evaluate_on_an_idx_directory(cli_run, bundled_splits, tmp_path, capsys)
     assert code == 0, captured.err
     result = last_json_line(captured.out)
     assert result["num_images"] == 120 and result["data"] == f"idx:{tmp_path}"
-    assert 60 < result["iwae_nll"] < 250, result
+    from vae_tf.evaluation import eval_split
+
+    images, labels, _ = eval_split(RunConfig.load(os.path.join(cli_run, "config.json")), f"idx:{tmp_path}", "test")
+    assert_trained_nll(result, cli_run, images, labels, bundled_splits.train_images)
     assert "no test split" not in captured.err
 
 

@@ -52,22 +52,48 @@ def write_mnist_dir(directory, images, labels, *, gzip=True, test=None, spelling
 
 
 def test_bundled_splits(bundled):
-    assert bundled.sizes == {"train": 4500, "validation": 500, "test": 500}
+    assert bundled.sizes == {"train": 4000, "validation": 500, "test": 500}
     assert not bundled.has_test_split
     assert bundled.image_shape == (28, 28, 1)
     assert bundled.num_classes == 10
-    assert bundled.train_images.shape == (4500, 28, 28, 1)
+    assert bundled.train_images.shape == (4000, 28, 28, 1)
     assert bundled.train_images.dtype == np.float32
     assert bundled.train_labels.dtype == np.int32
-    for images in (bundled.train_images, bundled.validation_images):
+    for images in (bundled.train_images, bundled.validation_images, bundled.test_images):
         assert images.min() == 0.0 and images.max() == 1.0
     # Grey levels survive loading: MNIST pixels take many values, not just 0/1.
     assert len(np.unique(bundled.train_images)) > 200
-    # With no test split, test is the held-out validation slice.
-    np.testing.assert_array_equal(bundled.test_images, bundled.validation_images)
-    np.testing.assert_array_equal(bundled.test_labels, bundled.validation_labels)
-    labels = np.concatenate([bundled.train_labels, bundled.validation_labels])
+    labels = np.concatenate([bundled.train_labels, bundled.validation_labels, bundled.test_labels])
     np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+
+
+def test_bundled_three_way_split_is_disjoint_and_stable(bundled):
+    """Train, validation and test are disjoint and cover the 5,000 digits; validation
+    is the slice every earlier vae-tf held out (and tuned on): the first 500 of the
+    split_seed-0 permutation; test is the last 500, whatever validation_fraction is."""
+    raw = data.load_splits("bundled", validation_fraction=0.0, test_fraction=0.0)
+    everything = np.concatenate([bundled.train_images, bundled.validation_images, bundled.test_images])
+    as_rows = lambda images: sorted(row.tobytes() for row in images.reshape(len(images), -1))  # noqa: E731
+    assert as_rows(everything) == as_rows(raw.train_images)
+    assert raw.sizes == {"train": 5000, "validation": 0, "test": 0}
+    order = np.random.default_rng(0).permutation(5000)
+    np.testing.assert_array_equal(bundled.validation_images, raw.train_images[np.sort(order[:500])])
+    np.testing.assert_array_equal(bundled.test_images, raw.train_images[np.sort(order[4500:])])
+    np.testing.assert_array_equal(bundled.train_images, raw.train_images[np.sort(order[500:4500])])
+    # The test slice does not move with validation_fraction.
+    wider = data.load_splits("bundled", validation_fraction=0.3)
+    np.testing.assert_array_equal(wider.test_images, bundled.test_images)
+    assert wider.sizes == {"train": 3000, "validation": 1500, "test": 500}
+    # No validation split: train on everything but the test slice.
+    none = data.load_splits("bundled", validation_fraction=0.0)
+    assert none.sizes == {"train": 4500, "validation": 0, "test": 500}
+    np.testing.assert_array_equal(none.test_images, bundled.test_images)
+
+
+def test_validation_fraction_zero_trains_without_validation():
+    datasets = data.load_datasets("bundled", validation_fraction=0.0)
+    assert datasets.validation is None
+    assert datasets.steps_per_epoch == 4500 // 128
 
 
 def test_bundled_package_data():
@@ -82,7 +108,7 @@ def test_held_out_slice_follows_split_seed(bundled):
     other = data.load_splits("bundled", split_seed=1, validation_fraction=0.2)
     np.testing.assert_array_equal(again.validation_labels, bundled.validation_labels)
     np.testing.assert_array_equal(again.validation_images, bundled.validation_images)
-    assert other.sizes == {"train": 4000, "validation": 1000, "test": 1000}
+    assert other.sizes == {"train": 3500, "validation": 1000, "test": 500}
     assert not np.array_equal(other.validation_images[:500], bundled.validation_images)
 
 
@@ -149,7 +175,7 @@ def test_idx_directory_other_spelling_without_labels(tmp_path, digits):
     write_mnist_dir(tmp_path, digits[0], None, gzip=False, spelling="dot")
     splits = data.load_splits(f"idx:{tmp_path}", validation_fraction=0.0)
     assert not splits.has_test_split
-    assert splits.sizes == {"train": 300, "validation": 0, "test": 0}
+    assert splits.sizes == {"train": 270, "validation": 0, "test": 30}
     assert (splits.train_labels == -1).all() and splits.num_classes is None
 
 
@@ -222,10 +248,13 @@ def test_npz(tmp_path, digits, form, with_test):
     np.savez(tmp_path / "d.npz", **arrays)
     splits = data.load_splits(f"npz:{tmp_path / 'd.npz'}")
     assert splits.has_test_split == with_test
-    assert splits.sizes == {"train": 225, "validation": 25, "test": 50 if with_test else 25}
+    # Without a test split, 10% of x_train is held out for testing too.
+    assert splits.sizes == ({"train": 225, "validation": 25, "test": 50} if with_test
+                            else {"train": 200, "validation": 25, "test": 25})
     assert splits.train_images.shape[1:] == (28, 28, 1)
     assert splits.train_images.dtype == np.float32 and splits.train_labels.dtype == np.int32
-    all_images = np.concatenate([splits.train_images, splits.validation_images])
+    held = [] if with_test else [splits.test_images]
+    all_images = np.concatenate([splits.train_images, splits.validation_images, *held])
     np.testing.assert_allclose(np.sort(all_images.ravel()),
                                np.sort((images[:250] / 255.0).ravel()), atol=1e-6)
 
@@ -370,11 +399,11 @@ def datasets():
 
 
 def test_train_pipeline(datasets):
-    assert datasets.steps_per_epoch == 4500 // 128 == 35
+    assert datasets.steps_per_epoch == 4000 // 128 == 31
     assert datasets.train.element_spec[0].shape.as_list() == [128, 28, 28, 1]
     assert datasets.train.element_spec[1].dtype == tf.int32
     images, labels, sizes = collect(datasets.train)
-    assert sizes == [128] * 35
+    assert sizes == [128] * 31
     assert set(np.unique(images)) == {0.0, 1.0}
     _, labels_again, _ = collect(datasets.train)
     # Reshuffled each epoch, but deterministic for the seed.
@@ -392,7 +421,7 @@ def test_train_epoch_visits_distinct_images(bundled):
     ds = data.make_pipeline(images, ids, batch_size=100, preprocessing="continuous",
                             shuffle=True, seed=0, drop_remainder=True)
     seen_images, seen, _ = collect(ds)
-    assert len(set(seen)) == len(seen) == 4500
+    assert len(set(seen)) == len(seen) == 4000
     assert not np.array_equal(seen, ids)
     np.testing.assert_array_equal(seen_images, images[seen])
 
@@ -405,7 +434,11 @@ def test_eval_pipelines_are_static_and_ordered(datasets):
     expected = data.eval_images(splits.validation_images, "dynamic", data.EVAL_BINARIZATION_SEED)
     np.testing.assert_array_equal(images, expected)
     np.testing.assert_array_equal(collect(datasets.validation)[0], images)
-    np.testing.assert_array_equal(collect(datasets.test)[0], images)
+    test_images, test_labels, _ = collect(datasets.test)
+    np.testing.assert_array_equal(test_labels, splits.test_labels)
+    np.testing.assert_array_equal(
+        test_images, data.eval_images(splits.test_images, "dynamic", data.EVAL_BINARIZATION_SEED)
+    )
 
 
 @pytest.mark.parametrize("preprocessing", ["static", "continuous"])
@@ -417,7 +450,7 @@ def test_load_datasets_modes(preprocessing):
         assert set(np.unique(train)) == set(np.unique(validation)) == {0.0, 1.0}
     else:
         assert len(np.unique(train)) > 200 and len(np.unique(validation)) > 200
-    assert ds.steps_per_epoch == 9 and ds.preprocessing == preprocessing
+    assert ds.steps_per_epoch == 8 and ds.preprocessing == preprocessing
 
 
 def test_repeat(bundled):
@@ -436,10 +469,14 @@ def test_bad_arguments(tmp_path, digits):
     for batch_size in (0, -4):
         with pytest.raises(DataError, match="batch size must be a positive integer"):
             data.load_datasets("bundled", batch_size=batch_size)
-    for fraction in (1.0, -0.1):
+    for fraction in (1.0, -0.1, float("nan")):
         with pytest.raises(DataError, match=r"validation_fraction must be in \[0, 1\)"):
             data.load_splits("bundled", validation_fraction=fraction)
-    np.savez(tmp_path / "d.npz", x_train=digits[0][:222])
+        with pytest.raises(DataError, match=r"test_fraction must be in \[0, 1\)"):
+            data.load_splits("bundled", test_fraction=fraction)
+    with pytest.raises(DataError, match="leave none of its 5000 images for training"):
+        data.load_splits("bundled", validation_fraction=0.5, test_fraction=0.5)
+    np.savez(tmp_path / "d.npz", x_train=digits[0][:250])  # 25 validation, 25 test
     with pytest.raises(DataError, match=r"batch size 256 is larger than the 200 training images; "
                                         r"use --batch-size <= 200"):
         data.load_datasets(f"npz:{tmp_path / 'd.npz'}", batch_size=256)

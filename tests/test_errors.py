@@ -61,7 +61,7 @@ TRAIN_CONFIG_CASES = {
     "unknown_prior": ({"model": {"prior": "laplace"}}, ["prior='laplace'", "normal, mog, vamp"]),
     "negative_hidden_units": ({"model": {"hidden_units": [64, -1]}}, ["hidden_units=-1 must be > 0"]),
     "incompatible_version": ({"format_version": 99, "model": {}, "train": {}},
-                             ["format_version 99 is not supported", "expects 1"]),
+                             ["format_version 99 is not supported", "expects 2"]),
     "not_an_object": ([1, 2], ["must be a JSON object"]),
 }
 
@@ -79,7 +79,7 @@ def test_train_config_not_json(tmp_path, capsys):
     path = tmp_path / "c.json"
     path.write_text("{'model': ")
     rc, _, err = run_cli(capsys, ["train", "--out", str(tmp_path / "run"), "--config", str(path)])
-    assert_user_error(rc, err, "config is not valid JSON")
+    assert_user_error(rc, err, f"config file '{path}' is not valid JSON")
     assert not (tmp_path / "run").exists()
 
 
@@ -96,8 +96,8 @@ def test_train_config_not_json(tmp_path, capsys):
         (["--validation-fraction", "1.5"], ["validation_fraction=1.5 must be in [0, 1)"]),
         (["--preset", "huge"], ["unknown preset 'huge'", "default"]),
         (["--config", "/nonexistent/c.json"], ["config file '/nonexistent/c.json' does not exist"]),
-        # The bundled digits have 4,500 training images.
-        (["--batch-size", "5000"], ["batch size 5000 is larger than the 4500 training images", "--batch-size <= 4500"]),
+        # The bundled digits have 4,000 training images.
+        (["--batch-size", "5000"], ["batch size 5000 is larger than the 4000 training images", "--batch-size <= 4000"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None,
 )
@@ -105,6 +105,125 @@ def test_train_flag_errors(tmp_path, capsys, flags, fragments):
     out = tmp_path / "run"
     rc, _, err = run_cli(capsys, ["train", "--out", str(out), *flags])
     assert_user_error(rc, err, *fragments)
+    assert not out.exists()
+
+
+# NaN passes `value < 0` checks (every comparison with NaN is False), and inf passes `> 0`.
+NUMBER_FLAG_CASES = [
+    ("--learning-rate", "nan", "learning_rate=nan", "finite"),
+    ("--learning-rate", "inf", "learning_rate=inf", "finite"),
+    ("--learning-rate", "-1", "learning_rate=-1.0", "> 0"),
+    ("--beta", "nan", "beta=nan", "finite"),
+    ("--beta", "-1", "beta=-1.0", ">= 0"),
+    ("--gaussian-sigma", "nan", "gaussian_sigma=nan", "finite"),
+    ("--gaussian-sigma", "0", "gaussian_sigma=0.0", "> 0"),
+    ("--gaussian-sigma", "-1", "gaussian_sigma=-1.0", "> 0"),
+    ("--dropout", "nan", "dropout=nan", "finite"),
+    ("--dropout", "-0.1", "dropout=-0.1", "[0, 1)"),
+    ("--dropout", "1", "dropout=1.0", "[0, 1)"),
+    ("--free-bits", "nan", "free_bits=nan", "finite"),
+    ("--free-bits", "-1", "free_bits=-1.0", ">= 0"),
+    ("--validation-fraction", "nan", "validation_fraction=nan", "finite"),
+    ("--validation-fraction", "-0.1", "validation_fraction=-0.1", "must be"),
+    ("--validation-fraction", "1", "validation_fraction=1.0", "must be"),
+]
+
+
+@pytest.mark.parametrize("flag, value, field, expected", NUMBER_FLAG_CASES,
+                         ids=[f"{c[0]} {c[1]}" for c in NUMBER_FLAG_CASES])
+def test_train_rejects_non_finite_and_out_of_range_numbers(tmp_path, capsys, flag, value, field, expected):
+    out = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["train", "--out", str(out), "--epochs", "1", flag, value])
+    assert_user_error(rc, err, field, expected)
+    assert not out.exists()
+
+
+# Python's json reads the non-standard literals NaN, Infinity and -Infinity.
+CONFIG_NUMBER_CASES = {
+    "weight_decay_nan": ('{"train": {"weight_decay": NaN}}', ["weight_decay=nan", "finite"]),
+    "weight_decay_negative": ('{"train": {"weight_decay": -1}}', ["weight_decay=-1", ">= 0"]),
+    "learning_rate_nan": ('{"train": {"learning_rate": NaN}}', ["learning_rate=nan", "finite"]),
+    "learning_rate_infinity": ('{"train": {"learning_rate": Infinity}}', ["learning_rate=inf", "finite"]),
+    "beta_minus_infinity": ('{"model": {"beta": -Infinity}}', ["beta=-inf", "finite"]),
+    "latent_dim_infinity": ('{"model": {"latent_dim": Infinity}}', ["latent_dim=inf", "must be int"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_NUMBER_CASES))
+def test_train_config_file_numbers(tmp_path, capsys, case):
+    text, fragments = CONFIG_NUMBER_CASES[case]
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    out = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["train", "--out", str(out), "--config", str(path)])
+    assert_user_error(rc, err, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, fragments", [
+    (b"\x89PNG\r\n\x1a\n\xea\x00\xff binary", ["is not UTF-8 text"]),
+    (b"{'model': ", ["is not valid JSON"]),
+    (b"model: {latent_dim: 3}", ["is not valid JSON"]),
+    (b"", ["is not valid JSON"]),
+    (b"[1, 2]", ["must be a JSON object"]),
+    (b'"model"', ["must be a JSON object"]),
+], ids=["binary", "python_dict", "yaml", "empty", "list", "string"])
+def test_train_config_file_unreadable(tmp_path, capsys, content, fragments):
+    """The message names the file (a decode error alone does not say which file)."""
+    path = tmp_path / "c.json"
+    path.write_bytes(content)
+    out = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["train", "--out", str(out), "--config", str(path)])
+    assert_user_error(rc, err, f"config file '{path}'", *fragments)
+    assert not out.exists()
+
+
+def test_every_float_field_rejects_nan_and_infinity():
+    """By construction: every float field of VAEConfig and TrainConfig (a new one too)."""
+    import dataclasses
+
+    from vae_tf.config import ConfigError, TrainConfig, VAEConfig
+
+    fields = [(cls, f.name) for cls in (VAEConfig, TrainConfig) for f in dataclasses.fields(cls) if f.type == "float"]
+    assert {"learning_rate", "weight_decay", "beta", "free_bits", "dropout", "gaussian_sigma"} <= {n for _, n in fields}
+    for cls, name in fields:
+        for value in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(ConfigError, match=rf"^{name}={value!r} must be a finite number"):
+                cls(**{name: value})
+    for cls, name in [(VAEConfig, "latent_dim"), (VAEConfig, "iwae_samples"), (TrainConfig, "epochs")]:
+        with pytest.raises(ConfigError, match=rf"^{name}=inf must be a finite number"):
+            cls(**{name: float("inf")})
+    with pytest.raises(ConfigError, match=r"hidden_units=\(64, inf\) must be"):
+        VAEConfig(hidden_units=(64, float("inf")))
+
+
+@pytest.mark.parametrize("flag, value, field, expected", NUMBER_FLAG_CASES[:3],
+                         ids=[f"{c[0]} {c[1]}" for c in NUMBER_FLAG_CASES[:3]])
+def test_train_rejects_the_same_numbers_on_resume_config(tmp_path, capsys, flag, value, field, expected):
+    """A run's config.json edited to hold NaN is refused by --resume too, naming the file's field."""
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "x").write_text("x")
+    (out / "config.json").write_text('{"model": {}, "train": {"learning_rate": %s}}'
+                                     % {"nan": "NaN", "inf": "Infinity", "-1": "-1"}[value])
+    before = sorted(p.name for p in out.iterdir())
+    rc, _, err = run_cli(capsys, ["train", "--resume", "--out", str(out)])
+    assert_user_error(rc, err, field.replace("-1.0", "-1"), expected)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize("flag, value, field, expected", NUMBER_FLAG_CASES,
+                         ids=[f"{c[0]} {c[1]}" for c in NUMBER_FLAG_CASES])
+def test_train_number_errors_also_through_the_config_file(tmp_path, capsys, flag, value, field, expected):
+    name = flag[2:].replace("-", "_")
+    section = "train" if name in ("learning_rate", "validation_fraction") else "model"
+    literal = {"nan": "NaN", "inf": "Infinity"}.get(value, value)
+    path = tmp_path / "c.json"
+    path.write_text('{"%s": {"%s": %s}}' % (section, name, literal))
+    out = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["train", "--out", str(out), "--config", str(path)])
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{name}=" in err and expected in err, err
     assert not out.exists()
 
 
@@ -334,3 +453,91 @@ def test_console_script_traceback_only_with_debug(tmp_path):
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr
     assert "TrainingError: run directory" in debug.stderr
+
+
+# === User errors vs bugs: only the UserError family is a one-line error ===
+
+
+def _raising(exc):
+    def command(args):
+        raise exc
+
+    return command
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad shape somewhere inside"), RuntimeError("boom"),
+                                 KeyError("missing"), TypeError("unsupported operand")],
+                         ids=lambda e: type(e).__name__)
+def test_unexpected_errors_show_their_traceback_and_ask_for_a_report(tmp_path, capsys, monkeypatch, exc):
+    from vae_tf import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", _raising(exc))
+    rc, out, err = run_cli(capsys, ["evaluate", str(tmp_path / "run")])
+    assert rc == 1, err
+    assert "Traceback (most recent call last)" in err
+    assert f"{type(exc).__name__}: " in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vae-tf: internal error (a bug): please report it"), last
+    assert "with the command and the traceback above" in last
+    assert "vae-tf: error:" not in err
+
+
+def _user_errors():
+    from vae_tf.config import ConfigError, UsageError, UserError
+    from vae_tf.data import DataError
+    from vae_tf.export.validate import ExportError
+    from vae_tf.training import TrainingError
+
+    return [UserError("plain user error"), ConfigError("bad config"), UsageError("--num must be positive"),
+            DataError("bad data"), TrainingError("cannot resume"), ExportError("decoder.onnx: too far")]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_user_error_family_is_one_line(tmp_path, capsys, monkeypatch, index):
+    from vae_tf import cli
+
+    exc = _user_errors()[index]
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", _raising(exc))
+    rc, _, err = run_cli(capsys, ["evaluate", str(tmp_path / "run")])
+    assert_user_error(rc, err, str(exc))
+
+
+def test_usage_error_is_still_a_value_error():
+    from vae_tf.config import UsageError, UserError
+
+    assert issubclass(UsageError, UserError) and issubclass(UsageError, ValueError)
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["evaluate", "{run}", "--iwae-samples", "0"], ["--iwae-samples must be positive, got 0"]),
+    (["evaluate", "{run}", "--batch-size", "0"], ["--batch-size must be positive, got 0"]),
+    (["evaluate", "{run}", "--max-images", "-5"], ["--max-images must be positive, got -5"]),
+    (["reconstruct", "{run}", "--num", "0", "--out", "{tmp}/r.png"], ["--num must be positive, got 0"]),
+    (["report", "{run}", "--iwae-samples", "-1"], ["--iwae-samples must be positive, got -1"]),
+    (["sample", "{run}", "--model", "{tmp}/m", "--out", "{tmp}/s.png"], ["either a RUN_DIR or --model"]),
+    (["sample", "{run}", "--num", "4", "--digit", "3", "--out", "{tmp}/s.png"], ["--digit needs a conditional model"]),
+], ids=["evaluate-k0", "evaluate-batch0", "evaluate-max-images", "reconstruct-num0", "report-k", "sample-both",
+        "sample-digit"])
+def test_cli_argument_checks_are_user_errors(tiny_run, tmp_path, capsys, argv, fragments):
+    report_before = os.path.exists(os.path.join(tiny_run, "index.html"))
+    rc, out, err = run_cli(capsys, [a.replace("{run}", tiny_run).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert_user_error(rc, err, *fragments)
+    assert out == ""
+    assert not list(tmp_path.iterdir())
+    assert os.path.exists(os.path.join(tiny_run, "index.html")) == report_before
+
+
+def test_a_file_that_cannot_be_written_is_not_a_bug(tiny_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc, _, err = run_cli(capsys, ["sample", tiny_run, "--num", "4", "--out", str(blocker / "s.png")])
+    assert_user_error(rc, err, str(blocker))
+
+
+def test_model_argument_errors_reached_from_the_cli_are_usage_errors(tiny_model):
+    from vae_tf.config import UsageError
+
+    with pytest.raises(UsageError, match=r"\[batch, 28, 28, 1\]"):
+        tiny_model.elbo(np.zeros((2, 14, 14, 1), np.float32))
+    with pytest.raises(UsageError, match="num_samples"):
+        tiny_model.log_prob(np.zeros((2, 28, 28, 1), np.float32), num_samples=0)

@@ -7,6 +7,7 @@ The failure-in-the-middle-of-an-export case is covered with the export stage
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -128,7 +129,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert [int(r["epoch"]) for r in _rows(history)] == [0, 1]
+    killed_rows = _rows(history)
+    assert [int(r["epoch"]) for r in killed_rows] == [0, 1]
     assert not (killed / "weights").exists()
     assert any(files for _, _, files in os.walk(killed / "backup"))
 
@@ -142,6 +144,20 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS)), "every epoch exactly once"
     assert (killed / "weights" / "vae.index").exists()
     assert not (killed / "backup").exists()
+    # The resumed process started at epoch 3 (of 6, counted from 1) from the optimizer
+    # step the killed run had reached after its 2 completed epochs, said so, and
+    # recorded it; a run that silently started over would show epoch 1 and step 0.
+    summary = json.loads((killed / "history.json").read_text())
+    steps_per_epoch = summary["images_per_epoch"] // 8  # --batch-size 8
+    assert steps_per_epoch > 100
+    record = {"at_epoch": 3, "completed_epochs": 2, "optimizer_step": 2 * steps_per_epoch}
+    assert summary["resumed"] == [record]
+    assert f"resuming at epoch 3 of {EPOCHS} (2 epochs completed, optimizer step {2 * steps_per_epoch})" in (
+        resumed.stdout
+    ), resumed.stdout[-3000:]
+    assert not (killed / "resumes.json").exists()  # folded into history.json
+    # Epochs 0 and 1 were not trained again: their rows are the killed run's own.
+    assert rows[:2] == killed_rows
     final, expected = float(rows[-1]["loss"]), float(_rows(reference / "history.csv")[-1]["loss"])
     print(f"final loss: resumed {final:.3f}, uninterrupted {expected:.3f} nats")
     assert math.isfinite(final)

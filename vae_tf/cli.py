@@ -1,8 +1,11 @@
 """`vae-tf`: train, evaluate, sample, reconstruct, report and export VAEs.
 
 Thin argument parsing over the library: every subcommand calls a function of
-`vae_tf` (or `vae_tf.export`). User errors print one line, `vae-tf: error: ...`, and
-exit with status 2; `--debug` shows the traceback instead.
+`vae_tf` (or `vae_tf.export`). User errors (`vae_tf.config.UserError` and its
+subclasses) print one line, `vae-tf: error: ...`, and exit with status 2; `--debug`
+shows the traceback instead. Any other exception is a bug: its traceback, then a line
+asking to report it, and status 1. Ctrl-C (SIGINT) and SIGTERM print one line and exit
+with 130 and 143 (`vae_tf.interrupts`); `train` then says how to resume.
 """
 
 from __future__ import annotations
@@ -11,8 +14,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 DATA_HELP = "dataset SPEC: bundled | tfds:NAME | idx:DIR | npz:FILE"
+BUG_REPORT = (
+    "vae-tf: internal error (a bug): please report it on the vae-tf issue tracker, "
+    "with the command and the traceback above."
+)
 
 DESCRIPTION = """\
 Variational autoencoders on images (MNIST-like), with TFP distribution layers,
@@ -55,9 +63,13 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--learning-rate", type=float, help="peak Adam learning rate")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"))
-    g.add_argument("--validation-fraction", type=float, help="held-out share where the source has no validation split")
+    g.add_argument("--validation-fraction", type=float,
+                   help="share held out for validation where the source has none (0: train on all but the test slice)")
+    g.add_argument("--test-fraction", type=float, help="share held out for testing where the source has no test split")
     g.add_argument("--seed", type=int, help="seed of initialization, shuffling, binarization and noise")
     g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision: float16 on a GPU, bfloat16 on a CPU")
+    g.add_argument("--jit", dest="jit_compile", action="store_true", default=None,
+                   help="XLA-compile the step (default: yes for mlp or on a GPU, no for convolutions on a CPU)")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None, help="do not XLA-compile the step")
     g.add_argument("--deterministic", action="store_true", default=None, help="bit-identical reruns (TF op determinism)")
     g.add_argument("--data-dir", help="TFDS data directory")
@@ -71,7 +83,7 @@ _MODEL_FLAGS = (
 )
 _TRAIN_FLAGS = (
     "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "validation_fraction",
-    "seed", "mixed_precision", "jit_compile", "deterministic", "data_dir", "manual_dir",
+    "test_fraction", "seed", "mixed_precision", "jit_compile", "deterministic", "data_dir", "manual_dir",
 )
 
 
@@ -171,9 +183,8 @@ def _run_config_from_args(args):
 
     run_config = apply_preset(args.preset or "default")
     if args.config:
-        file_config = RunConfig.load(args.config)
-        with open(args.config) as f:
-            given = json.load(f)
+        given = RunConfig.read_file(args.config)  # read once: the keys it names, then the checked config
+        file_config = RunConfig.from_dict(given)
         # Only the keys the file names override the preset (a partial file keeps the rest).
         run_config = RunConfig(
             model=run_config.model.replace(**{k: getattr(file_config.model, k) for k in given.get("model", {})}),
@@ -184,6 +195,16 @@ def _run_config_from_args(args):
     return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))
 
 
+def _check_positive_flags(args, *names: str) -> None:
+    """UsageError naming the first of the integer flags `names` that is given and <= 0."""
+    from vae_tf.config import UsageError
+
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+
 def _eval_split(run_config, spec, split):
     """Evaluation images and labels of one split, and a note when "test" is a held-out slice."""
     from vae_tf.evaluation import eval_split
@@ -191,7 +212,11 @@ def _eval_split(run_config, spec, split):
     images, labels, splits = eval_split(run_config, spec, split)
     note = None
     if split == "test" and not splits.has_test_split:
-        note = f"{spec or run_config.train.data} has no test split: using its held-out slice of {len(images)} images"
+        t = run_config.train
+        note = (
+            f"{spec or t.data} has no test split: using its held-out test slice of {len(images)} images "
+            f"(test_fraction {t.test_fraction}, split_seed {t.split_seed})"
+        )
     return images, labels, note
 
 
@@ -203,19 +228,23 @@ def cmd_train(args) -> int:
 
     run_config = _run_config_from_args(args)
     result = train(run_config, args.out, resume=args.resume)
+    args.trained = True  # an interrupt from here on stops the pictures only
     model, history = result.model, result.history
     last = {k: v[-1] for k, v in history["history"].items()}
+    validation = f"; validation -ELBO {-last['val_elbo']:.2f} nats" if "val_elbo" in last else " (no validation split)"
     print(
         f"trained {len(history['history'].get('epoch', []))} epochs at "
-        f"{history['images_per_second']:.0f} images/s; validation -ELBO "
-        f"{-last.get('val_elbo', float('nan')):.2f} nats"
+        f"{history['images_per_second']:.0f} images/s{validation}"
     )
     if not args.no_pictures:
         cfg = model.config
         plots.save_prior_samples(model, os.path.join(args.out, "samples.png"))
         splits = result.datasets.splits
-        x = splits.validation_images[:16]
-        y = splits.validation_labels[:16] if cfg.conditional else None
+        # Held-out digits: the validation split, or the test slice when there is none
+        # (a picture chooses nothing).
+        held = "validation" if len(splits.validation_images) else "test"
+        x = getattr(splits, f"{held}_images")[:16]
+        y = getattr(splits, f"{held}_labels")[:16] if cfg.conditional else None
         plots.save_reconstructions(
             x, model.reconstruct(x, y).numpy(), os.path.join(args.out, "reconstructions.png"),
             "held-out digits (input) and their reconstructions",
@@ -229,6 +258,7 @@ def cmd_evaluate(args) -> int:
     from vae_tf.evaluation import evaluate_likelihood
     from vae_tf.training import load_run
 
+    _check_positive_flags(args, "iwae_samples", "batch_size", "max_images")
     model, run_config = load_run(args.run_dir)
     images, labels, note = _eval_split(run_config, args.data, args.split)
     if args.max_images:
@@ -264,11 +294,11 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from vae_tf import plots
+    from vae_tf.config import UsageError
 
-    if args.num <= 0:
-        raise ValueError(f"--num must be positive, got {args.num}.")
+    _check_positive_flags(args, "num")
     if (args.run_dir is None) == (args.model is None):
-        raise ValueError("give either a RUN_DIR or --model EXPORTED_DIR.")
+        raise UsageError("give either a RUN_DIR or --model EXPORTED_DIR.")
     if args.model:
         from vae_tf.export import load_exported
 
@@ -280,12 +310,12 @@ def cmd_sample(args) -> int:
         model = load(args.run_dir)
         conditional = model.config.conditional
         if args.digit is not None and not conditional:
-            raise ValueError("--digit needs a conditional model (train with --conditional).")
+            raise UsageError("--digit needs a conditional model (train with --conditional).")
         label = None
         if conditional:
             label = args.digit if args.digit is not None else np.arange(args.num) % model.config.num_classes
             if not 0 <= np.min(label) <= np.max(label) < model.config.num_classes:
-                raise ValueError(f"--digit must be in [0, {model.config.num_classes}), got {args.digit}.")
+                raise UsageError(f"--digit must be in [0, {model.config.num_classes}), got {args.digit}.")
         images = model.sample(args.num, seed=args.seed, label=label).numpy()
     title = f"{args.num} samples" + (f" of digit {args.digit}" if args.digit is not None else "")
     plots.save_grid(np.asarray(images), args.out, title)
@@ -297,6 +327,7 @@ def cmd_reconstruct(args) -> int:
     from vae_tf import plots
     from vae_tf.training import load_run
 
+    _check_positive_flags(args, "num")
     model, run_config = load_run(args.run_dir)
     images, labels, _ = _eval_split(run_config, args.data, args.split)
     x, y = images[: args.num], labels[: args.num]
@@ -309,6 +340,7 @@ def cmd_reconstruct(args) -> int:
 def cmd_report(args) -> int:
     from vae_tf.report import write_report
 
+    _check_positive_flags(args, "iwae_samples")
     index = write_report(args.run_dir, data=args.data, num_samples=args.iwae_samples)
     print(f"wrote {index}")
     return 0
@@ -337,18 +369,69 @@ COMMANDS = {
 }
 
 
+def _train_interrupted(args, err: BaseException) -> str:
+    """The line for `vae-tf train` stopped by Ctrl-C or SIGTERM: where, and what to do."""
+    out = args.out
+    resume = f"resume with `vae-tf train --resume --out {out}`"
+    state = getattr(err, "training", None)
+    if getattr(args, "trained", False) or (state and state["finished"]):
+        return (f"vae-tf: interrupted after training finished: {out} holds the trained model "
+                "(samples.png and reconstructions.png may be missing; `vae-tf report` draws its pictures).")
+    if state is None:  # before `train` wrote anything (config, data, model)
+        if args.resume:
+            return f"vae-tf: interrupted before training resumed; {out} is as it was: {resume}"
+        return f"vae-tf: interrupted before training started; nothing was written to {out}."
+    epoch = state["epoch"]
+    if state["resumable"]:
+        where = ("before the next epoch started" if epoch is None else
+                 f"{'after' if state['epoch_completed'] else 'in'} epoch {epoch + 1}")
+        return f"vae-tf: interrupted {where}; {resume}"
+    where = "before the first epoch" if epoch is None else f"in epoch {epoch + 1}"
+    if state["removed"]:
+        return (f"vae-tf: interrupted {where}, before any epoch completed: nothing to resume, and what it had "
+                f"written to {out} was removed; run the same command to start over.")
+    return (f"vae-tf: interrupted {where}, before any epoch completed: nothing to resume; remove {out} "
+            "and run the same command to start over.")
+
+
+def _interrupted(args, err: BaseException) -> str:
+    if args.command == "train":
+        return _train_interrupted(args, err)
+    left = {"export": "; no partial export was left", "report": "; no partial report was left"}
+    return f"vae-tf: interrupted{left.get(args.command, '')}."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vae_tf import interrupts
     from vae_tf.config import UserError
 
-    try:
-        return COMMANDS[args.command](args)
-    except (UserError, ValueError, FileNotFoundError) as err:
-        if args.debug:
-            raise
-        print(f"vae-tf: error: {err}", file=sys.stderr)
-        return 2
+    # The handlers stay until the message is printed (a second signal is ignored).
+    with interrupts.handle_signals():
+        try:
+            return COMMANDS[args.command](args)
+        except UserError as err:
+            if args.debug:
+                raise
+            print(f"vae-tf: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (interrupts.Interrupted)
+            if args.debug:
+                traceback.print_exc()
+            print(_interrupted(args, err), file=sys.stderr)
+            return interrupts.exit_status(err)
+        except Exception as err:  # noqa: BLE001
+            if isinstance(err, OSError) and err.filename:
+                # A file that cannot be read or written (permissions, a full disk): not a bug.
+                if args.debug:
+                    raise
+                print(f"vae-tf: error: {err.strerror or err}: {err.filename}", file=sys.stderr)
+                return 2
+            # Anything else is a bug: show where, and ask for a report.
+            traceback.print_exc()
+            print(BUG_REPORT, file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -159,11 +159,12 @@ class Splits:
         train_images, train_labels: the training split.
         validation_images, validation_labels: the validation split (the
             source's own, else a slice held out of train).
-        test_images, test_labels: the test split; when `has_test_split` is
-            False these are the held-out validation slice (the same arrays).
+        test_images, test_labels: the test split (the source's own, else a
+            slice held out of train, disjoint from validation).
         image_shape: (H, W, C) of one image.
         num_classes: number of label classes, None when unlabelled.
-        has_test_split: False when the source had no test split.
+        has_test_split: False when the source had no test split (test is then
+            the held-out test slice).
     """
 
     train_images: np.ndarray
@@ -190,23 +191,34 @@ def load_splits(
     spec: str | DataSpec,
     *,
     validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     split_seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
 ) -> Splits:
     """Reads a source into train/validation/test arrays.
 
-    A source's own validation split (some TFDS datasets) is used as is and
-    `validation_fraction` is ignored. Where the source has none, a fraction
-    of train is held out (a permutation drawn from `split_seed`, so the same seed always
-    holds out the same images; both slices keep the source order). Where it
-    has no test split either, test is that same held-out slice and
-    `has_test_split` is False: the bundled 5,000 digits give 4,500 train and
-    500 held-out images with the default fraction.
+    A source's own validation and test splits (TFDS datasets, `npz` files with
+    `x_test`) are used as they are. Where the source has none, slices of train are held
+    out, from one permutation of its images drawn from `split_seed`: validation is the
+    first `validation_fraction` of that order, test the last `test_fraction`, train the
+    rest (each slice keeps the source order). The test slice therefore does not depend
+    on `validation_fraction`, and the same seed always holds out the same images. The
+    bundled 5,000 digits give 4,000 train, 500 validation and 500 test images with the
+    defaults; the validation slice is the 500 digits every earlier version of vae-tf
+    held out (and on which its defaults were chosen), the test slice 500 digits it
+    trained on but never evaluated or tuned on.
+
+    `validation_fraction=0` gives an empty validation split (train on everything but
+    the test slice, no validation metrics); `test_fraction=0` gives an empty test split
+    for a source without one.
 
     Args:
         spec: str or DataSpec. See `DataSpec.parse`.
-        validation_fraction: float in [0, 1). Share of train held out.
+        validation_fraction: float in [0, 1). Share of the source's training images
+            held out for validation when it has no validation split.
+        test_fraction: float in [0, 1). Share held out for testing when it has no
+            test split.
         split_seed: int. Seed of the held-out permutation.
         data_dir: path. TFDS data directory; ignored by other sources.
         manual_dir: path. TFDS manual download directory; ignored by others.
@@ -215,10 +227,9 @@ def load_splits(
         A `Splits` with float32 images in [0, 1] and int32 labels.
     """
     spec = DataSpec.parse(spec)
-    if not 0.0 <= validation_fraction < 1.0:
-        raise DataError(
-            f"validation_fraction must be in [0, 1), got {validation_fraction}"
-        )
+    for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= fraction < 1.0:  # NaN fails too
+            raise DataError(f"{name} must be in [0, 1), got {fraction}")
     if spec.kind == "bundled":
         raw, num_classes = _read_bundled(), 10
     elif spec.kind == "idx":
@@ -244,21 +255,21 @@ def load_splits(
                 f"are {image_shape}; all splits must share one image shape"
             )
 
-    if "validation" in splits:
-        validation = splits["validation"]
-    else:
-        n_val = int(round(validation_fraction * len(train_images)))
-        order = np.random.default_rng(split_seed).permutation(len(train_images))
-        held_out, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
-        validation = (train_images[held_out], train_labels[held_out])
-        train_images, train_labels = train_images[kept], train_labels[kept]
-        if len(train_images) == 0:
-            raise DataError(
-                f"{spec}: validation_fraction {validation_fraction} leaves no "
-                "training images; lower it"
-            )
     has_test_split = "test" in splits
-    test = splits["test"] if has_test_split else validation
+    n = len(train_images)
+    n_val = 0 if "validation" in splits else int(round(validation_fraction * n))
+    n_test = 0 if has_test_split else int(round(test_fraction * n))
+    order = np.random.default_rng(split_seed).permutation(n)
+    held_val, held_test = np.sort(order[:n_val]), np.sort(order[n - n_test:] if n_test else order[:0])
+    kept = np.sort(order[n_val : n - n_test])
+    if len(kept) == 0:
+        raise DataError(
+            f"{spec}: validation_fraction {validation_fraction} and test_fraction {test_fraction} leave "
+            f"none of its {n} images for training; lower them"
+        )
+    validation = splits.get("validation", (train_images[held_val], train_labels[held_val]))
+    test = splits["test"] if has_test_split else (train_images[held_test], train_labels[held_test])
+    train_images, train_labels = train_images[kept], train_labels[kept]
 
     if num_classes is None:
         labelled = [labels for _, labels in splits.values() if (labels >= 0).any()]
@@ -802,7 +813,8 @@ class Datasets:
             epoch, every batch full (drop_remainder, fixed shapes for XLA and
             tf.distribute), preprocessed as requested.
         validation: Dataset of the validation split; not shuffled, last
-            batch may be partial; images from `eval_images`.
+            batch may be partial; images from `eval_images`. None when the
+            split is empty (`validation_fraction=0`).
         test: Dataset of the test split, like `validation`.
         splits: Splits. The raw arrays.
         preprocessing: str. One of `PREPROCESSING`.
@@ -811,7 +823,7 @@ class Datasets:
     """
 
     train: tf.data.Dataset
-    validation: tf.data.Dataset
+    validation: tf.data.Dataset | None
     test: tf.data.Dataset
     splits: Splits
     preprocessing: str
@@ -825,6 +837,7 @@ def load_datasets(
     batch_size: int = 128,
     preprocessing: str = "dynamic",
     validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     split_seed: int = 0,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
@@ -841,6 +854,7 @@ def load_datasets(
         batch_size: int > 0, at most the training split size. Defaults to 128.
         preprocessing: str. One of `PREPROCESSING`. Defaults to "dynamic".
         validation_fraction: float in [0, 1). See `load_splits`. Defaults to 0.1.
+        test_fraction: float in [0, 1). See `load_splits`. Defaults to 0.1.
         split_seed: int. Seed of the held-out slice. Defaults to 0.
         seed: int. Seed of the train shuffle and binarization. Defaults to 0.
         data_dir: path. TFDS data directory.
@@ -854,6 +868,7 @@ def load_datasets(
     splits = load_splits(
         spec,
         validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
         split_seed=split_seed,
         data_dir=data_dir,
         manual_dir=manual_dir,
@@ -893,7 +908,7 @@ def load_datasets(
     )
     return Datasets(
         train=train,
-        validation=validation,
+        validation=validation if len(splits.validation_images) else None,
         test=test,
         splits=splits,
         preprocessing=preprocessing,

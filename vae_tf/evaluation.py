@@ -12,8 +12,8 @@ import time
 import numpy as np
 import tf_keras as keras
 
-from vae_tf.config import RunConfig
-from vae_tf.data import Splits, eval_images, load_splits
+from vae_tf.config import RunConfig, UsageError
+from vae_tf.data import DataError, Splits, eval_images, load_splits
 from vae_tf.losses import bits_per_dim
 from vae_tf.model import VAE
 
@@ -27,16 +27,23 @@ def eval_split(
 
     Returns:
         (images [N, H, W, C] in [0, 1], labels [N], the Splits they came from). Where
-        the source has no test split, "test" is its held-out slice
+        the source has no test split, "test" is its held-out test slice
         (`splits.has_test_split` is False).
     """
     t = run_config.train
     splits = load_splits(
-        spec or t.data, validation_fraction=t.validation_fraction, split_seed=t.split_seed,
+        spec or t.data, validation_fraction=t.validation_fraction, test_fraction=t.test_fraction,
+        split_seed=t.split_seed,
         data_dir=t.data_dir, manual_dir=t.manual_dir,
     )
     images = getattr(splits, f"{split}_images")
     labels = getattr(splits, f"{split}_labels")
+    if len(images) == 0:
+        fraction = {"validation": "validation_fraction", "test": "test_fraction"}.get(split, "")
+        raise DataError(
+            f"{spec or t.data} has no {split} images with this run's {fraction}={getattr(t, fraction, None)}; "
+            f"evaluate another --split."
+        )
     return eval_images(images, t.preprocessing), labels, splits
 
 
@@ -68,9 +75,9 @@ def per_image_scores(
         {"elbo": [N], "log_prob": [N]} in nats.
     """
     if len(images) == 0:
-        raise ValueError("no images to evaluate.")
+        raise UsageError("no images to evaluate.")
     if model.config.conditional and labels is None:
-        raise ValueError("a conditional model needs the labels of the images it evaluates.")
+        raise UsageError("a conditional model needs the labels of the images it evaluates.")
     elbos, log_probs = [], []
     bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
     for start in range(0, len(images), batch_size):
@@ -176,10 +183,10 @@ def marginal_log_prob(
     """
     images = np.asarray(images, np.float32)
     if len(images) == 0:
-        raise ValueError("no images to evaluate.")
+        raise UsageError("no images to evaluate.")
     expected = tuple(model.config.image_shape)
     if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images of shape {list(images.shape)} do not match the model's image shape {list(expected)}.")
+        raise UsageError(f"images of shape {list(images.shape)} do not match the model's image shape {list(expected)}.")
     if not model.config.conditional:
         return per_image_scores(
             model, images, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress
@@ -216,7 +223,7 @@ def ood_scores(
     sources = {"in_distribution": np.asarray(images, np.float32), **ood_images(model, images, seed=seed)}
     for name, other_images in (other or {}).items():
         if name in sources:
-            raise ValueError(f"other dataset name {name!r} clashes with a built-in source; choose another name.")
+            raise UsageError(f"other dataset name {name!r} clashes with a built-in source; choose another name.")
         sources[name] = np.asarray(other_images, np.float32)
     scores = {}
     for name, x in sources.items():

@@ -11,11 +11,12 @@ import tensorflow as tf
 
 
 def kl_weight(step: tf.Tensor, beta: float, warmup_steps: int) -> tf.Tensor:
-    """The KL weight at optimizer step `step`: `beta`, ramped linearly from 0 over
-    `warmup_steps` steps when warm-up is on (Bowman et al., 2016; Sonderby et al., 2016)."""
+    """The KL weight at optimizer step `step`: `beta`, ramped linearly from 0 at step 0
+    to `beta` at step `warmup_steps` when warm-up is on (Bowman et al., 2016; Sonderby
+    et al., 2016)."""
     if warmup_steps <= 0:
         return tf.constant(beta, tf.float32)
-    ramp = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup_steps))
+    ramp = tf.minimum(1.0, tf.cast(step, tf.float32) / float(warmup_steps))
     return beta * ramp
 
 
@@ -25,6 +26,19 @@ def apply_free_bits(kl: tf.Tensor, free_bits: float) -> tf.Tensor:
     if free_bits <= 0:
         return kl
     return tf.maximum(kl, free_bits)
+
+
+def free_bits_shortfall(kl: tf.Tensor, free_bits: float) -> tf.Tensor:
+    """max(0, free_bits - kl) per image [B]: what free bits add to the IWAE loss.
+
+    Free bits for the importance-weighted objective: -IWAE_k + max(0, free_bits - KL),
+    with KL = (1/k) sum_i [log q(z_i|x) - log p(z_i)] over the bound's own k samples.
+    At k = 1 this is exactly the ELBO's reconstruction + max(KL, free_bits) (with that
+    one-sample KL); for any k the loss is raised by the shortfall of an image whose KL
+    is below the floor, and the gradient that would push its KL lower is cancelled
+    to first order (-IWAE_k contains about +KL), as with the ELBO.
+    """
+    return tf.maximum(free_bits - kl, 0.0)
 
 
 def log_mean_exp(log_w: tf.Tensor, axis: int = 0) -> tf.Tensor:

@@ -14,7 +14,7 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 from vae_tf import losses
-from vae_tf.config import VAEConfig
+from vae_tf.config import UsageError, VAEConfig
 from vae_tf.distributions import (
     InverseAutoregressiveFlow,
     MixturePrior,
@@ -148,7 +148,7 @@ class VAE(keras.Model):
             x = tf.cast(x, tf.float32)
         expected = tuple(self.config.image_shape)
         if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
+            raise UsageError(
                 f"expected images of shape [batch, {', '.join(map(str, expected))}] with pixels in [0, 1], "
                 f"got shape {list(x.shape)}."
             )
@@ -157,13 +157,13 @@ class VAE(keras.Model):
     def _label_ids(self, label) -> tf.Tensor:
         """A conditional model's label as int32 (scalar or [batch]), checked."""
         if label is None:
-            raise ValueError(
+            raise UsageError(
                 f"this model is conditional on {self.config.num_classes} classes: pass `label` "
                 f"(an int or an int array of shape [batch])."
             )
         label = tf.convert_to_tensor(label)
         if not label.dtype.is_integer:
-            raise ValueError(f"label must be an integer class in [0, {self.config.num_classes}), got {label.dtype.name}.")
+            raise UsageError(f"label must be an integer class in [0, {self.config.num_classes}), got {label.dtype.name}.")
         return tf.cast(label, tf.int32)
 
     def _labels(self, label, batch_shape) -> tf.Tensor | None:
@@ -192,8 +192,7 @@ class VAE(keras.Model):
             (q0, z [k, B, D], log q(z|x) [k, B]) where q0 is the Gaussian head.
         """
         q0 = self._posterior_base(x, label, training)
-        z0 = reparameterize(q0, eps)
-        log_q = q0.log_prob(z0)
+        z0, log_q = reparameterize(q0, eps)
         if self.flow is None:
             return q0, z0, log_q
         flow = self.flow.bijector()
@@ -228,7 +227,7 @@ class VAE(keras.Model):
         if z.dtype != tf.float32:
             z = tf.cast(z, tf.float32)
         if z.shape[-1] != self.config.latent_dim:
-            raise ValueError(f"expected latents of shape [..., {self.config.latent_dim}], got shape {list(z.shape)}.")
+            raise UsageError(f"expected latents of shape [..., {self.config.latent_dim}], got shape {list(z.shape)}.")
         batch_shape = tf.shape(z)[:-1]
         one_hot = self._labels(label, batch_shape)
         if one_hot is not None:
@@ -317,7 +316,7 @@ class VAE(keras.Model):
         """
         x = self._check_images(x)
         if num_samples <= 0:
-            raise ValueError(f"num_samples must be positive, got {num_samples}.")
+            raise UsageError(f"num_samples must be positive, got {num_samples}.")
         label_t = None if label is None else tf.convert_to_tensor(label, tf.int32)
         batch = int(x.shape[0])
         chunk = max(1, min(num_samples, max_latents_per_call // max(batch, 1)))
@@ -341,8 +340,7 @@ class VAE(keras.Model):
                 index,
                 fn_output_signature=tf.float32,
             )
-            z0 = reparameterize(q0, eps)
-            log_q = q0.log_prob(z0)
+            z0, log_q = reparameterize(q0, eps)
             z = z0
             if flow is not None:
                 z = flow.forward(z0)
@@ -375,6 +373,10 @@ class VAE(keras.Model):
         if c.iwae_samples > 1:
             log_w = losses.iwae_log_weights(log_px_z, log_pz, log_q, kl_scale)
             loss = -losses.iwae_bound(log_w)
+            if c.free_bits > 0:
+                # The same-sample estimate, so that k = 1 gives the ELBO's free bits exactly.
+                sample_kl = tf.reduce_mean(log_q - log_pz, axis=0)
+                loss += kl_scale * losses.free_bits_shortfall(sample_kl, c.free_bits)
         else:
             loss = losses.negative_elbo(log_px_z, losses.apply_free_bits(kl, c.free_bits), kl_scale)
         return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "elbo": elbo}

@@ -1,11 +1,13 @@
 """PNG pictures: image grids (prior samples, reconstructions beside their inputs).
 
-Matplotlib runs on the non-interactive Agg backend; every file is written to a
-temporary path and renamed into place.
+Matplotlib runs on the non-interactive Agg backend; every file is rendered in memory,
+written to a temporary path and renamed into place (a path may be a tf.io.gfile URL
+such as gs://bucket/run/samples.png: see `vae_tf.fileio`).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -14,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from vae_tf import fileio  # noqa: E402
 
 
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
@@ -33,11 +37,11 @@ def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarr
 def save_figure(fig, path: str | os.PathLike) -> str:
     """Saves `fig` as PNG through a temporary file and closes it; returns the path."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    fileio.makedirs(os.path.dirname(fileio.absolute(path)))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
+    fileio.write_atomic(path, png.getvalue())
     return path
 
 

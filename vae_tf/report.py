@@ -13,10 +13,15 @@ Writes into the run directory:
     report/training_curves.png  per-epoch -ELBO, loss, reconstruction and KL
     report/ood_histogram.png    -log p(x) of held-out digits, uniform noise and inverted digits
     report/report.json          the numbers shown on the page
+
+The report/ files are written into a staging directory that replaces report/ at the
+end, then index.html: an error or Ctrl-C on the way leaves the previous report (or
+none) and no partial one.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -26,8 +31,8 @@ import time
 
 import numpy as np
 
-from vae_tf import plots
-from vae_tf.config import RunConfig, write_text_atomic
+from vae_tf import fileio, interrupts, plots
+from vae_tf.config import RunConfig, UsageError, write_text_atomic
 from vae_tf.evaluation import auroc, eval_split, marginal_log_prob, ood_images, per_image_scores
 from vae_tf.training import load_run
 
@@ -69,6 +74,27 @@ def _interpolation_pairs(labels: np.ndarray, conditional: bool, num_pairs: int) 
     return pairs
 
 
+def _staging_dir(run_dir: str) -> str:
+    """Where `write_report` writes the report/ files before it moves them into place."""
+    return os.path.join(run_dir, f".{REPORT_DIR}.tmp-{os.getpid()}")
+
+
+def _removes_staging_on_failure(write):
+    """An error or Ctrl-C in `write_report` removes its staging directory: a report is
+    replaced whole or not at all."""
+
+    @functools.wraps(write)
+    def wrapper(run_dir, *args, **kwargs):
+        try:
+            return write(run_dir, *args, **kwargs)
+        except BaseException:
+            fileio.rmtree(_staging_dir(run_dir))
+            raise
+
+    return wrapper
+
+
+@_removes_staging_on_failure
 def write_report(
     run_dir: str,
     data: str | None = None,
@@ -96,12 +122,13 @@ def write_report(
     images, labels, splits = eval_split(run_config, data, "test")
     images = images[:max_images]
     labels = labels[:max_images] if labels is not None else None
-    split_name = "test split" if splits.has_test_split else "held-out slice of the training split"
+    split_name = "test split" if splits.has_test_split else f"held-out test slice (test_fraction {t.test_fraction})"
     if cfg.conditional and labels is None:
-        raise ValueError(f"a conditional model needs labelled data, but {data or t.data} has no labels.")
+        raise UsageError(f"a conditional model needs labelled data, but {data or t.data} has no labels.")
     y = labels if cfg.conditional else None
-    out = os.path.join(run_dir, REPORT_DIR)
-    os.makedirs(out, exist_ok=True)
+    out = _staging_dir(run_dir)  # moved to run_dir/report at the end
+    fileio.rmtree(out)
+    fileio.makedirs(out)
     path = lambda name: os.path.join(out, name)  # noqa: E731
     captions: dict[str, str] = {}
     numbers: dict = {"data": data or t.data, "split": split_name, "num_images": int(len(images))}
@@ -205,8 +232,8 @@ def write_report(
 
     # Training curves.
     history_path = os.path.join(run_dir, "history.json")
-    if os.path.exists(history_path):
-        with open(history_path) as f:
+    if fileio.exists(history_path):
+        with fileio.open_file(history_path) as f:
             history = json.load(f).get("history", {})
         plots.save_training_curves(history, path("training_curves.png"),
                                    f"training curves ({len(history.get('loss', []))} epochs)")
@@ -255,7 +282,9 @@ def write_report(
     numbers["seconds"] = time.perf_counter() - start
     write_text_atomic(path("report.json"), json.dumps(numbers, indent=2) + "\n")
     index = os.path.join(run_dir, "index.html")
-    write_text_atomic(index, _html(run_dir, run_config, numbers, captions))
+    with interrupts.held():  # the new report/ and its index.html, or the old ones
+        fileio.replace_directory(out, os.path.join(run_dir, REPORT_DIR))
+        write_text_atomic(index, _html(run_dir, run_config, numbers, captions))
     return index
 
 
@@ -278,7 +307,7 @@ def _html(run_dir: str, run_config: RunConfig, numbers: dict, captions: dict[str
     )
     figures = []
     for name in PICTURES:
-        if os.path.exists(os.path.join(run_dir, REPORT_DIR, name)):
+        if fileio.exists(os.path.join(run_dir, REPORT_DIR, name)):
             figures.append(
                 f'<figure><img src="{REPORT_DIR}/{name}" alt="{esc(name)}">'
                 f"<figcaption><b>{esc(name)}</b>: {esc(captions.get(name, ''))}</figcaption></figure>"
@@ -286,7 +315,7 @@ def _html(run_dir: str, run_config: RunConfig, numbers: dict, captions: dict[str
         else:
             figures.append(f"<p><b>{esc(name)}</b>: {esc(captions.get(name, 'not written'))}</p>")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>vae-tf report: {esc(os.path.basename(os.path.abspath(run_dir)))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>vae-tf report: {esc(os.path.basename(fileio.absolute(run_dir).rstrip("/")))}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
@@ -294,7 +323,7 @@ figcaption {{ margin-top: .4em; font-size: .95em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .25em .7em; text-align: right; }}
 </style></head><body>
 <h1>vae-tf report</h1>
-<p>Run <code>{esc(os.path.abspath(run_dir))}</code>: {esc(options)}; data <code>{esc(str(numbers['data']))}</code>,
+<p>Run <code>{esc(fileio.absolute(run_dir))}</code>: {esc(options)}; data <code>{esc(str(numbers['data']))}</code>,
 {numbers['num_images']} images of its {esc(numbers['split'])}.</p>
 <h2>Likelihood</h2>
 <table><tr><th>-ELBO (nats)</th><th>IWAE NLL, k={numbers['iwae_samples']} (nats)</th></tr>
