@@ -27,9 +27,11 @@ import time
 import numpy as np
 import pytest
 
-# Max |w_2workers - w_1process| over all trainable weights after the 34 Adam steps
-# below: measured 8.8e-7 on CPU (float32 sums in a different order).
-WEIGHT_ATOL = 1e-5
+# Max |w_2workers - w_1process| over all trainable weights after the 30 Adam steps
+# below (2 epochs of 15 on the 4,000 bundled training digits): measured 2.0e-5 on CPU
+# (float32 sums in a different order; 5.2e-6 on the earlier 4,500-digit split), while
+# training moves the kernels by 0.14-0.96 x their initial std.
+WEIGHT_ATOL = 1e-4
 
 WORKER = textwrap.dedent(
     """
