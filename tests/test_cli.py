@@ -225,3 +225,17 @@ def test_console_script_help():
     assert proc.stdout.startswith("usage: vae-tf")
     for command in ("train", "evaluate", "sample", "reconstruct", "export"):
         assert command in proc.stdout
+
+
+def test_train_on_all_images_without_validation(tmp_path, capsys):
+    """`--validation-fraction 0` trains on everything but the test slice (4,500 of the
+    bundled digits) and skips the validation metrics instead of failing."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", "bundled", "--epochs", "1", "--validation-fraction", "0", "--out", str(out),
+                 *TINY_FLAGS]) == 0
+    assert "(no validation split)" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    assert history["split_sizes"] == {"train": 4500, "validation": 0, "test": 500}
+    assert not any(k.startswith("val_") for k in history["history"]), sorted(history["history"])
+    assert np.isfinite(history["history"]["loss"]).all()
+    assert_png_with_content(out / "reconstructions.png")

@@ -17,7 +17,7 @@ CUSTOM = RunConfig(
     ),
     train=TrainConfig(
         data="npz:/tmp/x.npz", preprocessing="static", epochs=3, batch_size=32, learning_rate=1e-3,
-        lr_schedule="constant", weight_decay=1e-4, validation_fraction=0.2, split_seed=4, seed=9,
+        lr_schedule="constant", weight_decay=1e-4, validation_fraction=0.2, test_fraction=0.15, split_seed=4, seed=9,
         mixed_precision=True, jit_compile=False, steps_per_execution=2, deterministic=True, data_dir="/d",
     ),
 )
@@ -26,7 +26,7 @@ CUSTOM = RunConfig(
 def test_json_round_trip_keeps_every_field():
     text = CUSTOM.to_json()
     data = json.loads(text)
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     assert data["model"]["conv_filters"] == [8, 16] and data["model"]["image_shape"] == [32, 32, 3]
     restored = RunConfig.from_json(text)
     assert restored == CUSTOM
@@ -105,8 +105,18 @@ def test_valid_json_types_are_accepted():
 def test_malformed_json_and_versions():
     with pytest.raises(ConfigError, match="not valid JSON"):
         RunConfig.from_json("{model: }")
-    with pytest.raises(ConfigError, match="format_version 2"):
-        RunConfig.from_json(json.dumps({"format_version": 2}))
+    with pytest.raises(ConfigError, match="format_version 3"):
+        RunConfig.from_json(json.dumps({"format_version": 3}))
+
+
+def test_version_1_configs_keep_their_split():
+    """A run written before the test slice existed (format_version 1) held out one
+    slice for validation and test: loading it keeps test_fraction 0, so such a run is
+    never evaluated on images it trained on; version 2 files get the default 0.1."""
+    old = RunConfig.from_json(json.dumps({"format_version": 1, "train": {"validation_fraction": 0.1}}))
+    assert old.train.test_fraction == 0.0 and old.train.validation_fraction == 0.1
+    assert RunConfig.from_json(json.dumps({"format_version": 2})).train.test_fraction == 0.1
+    assert RunConfig.from_json(old.to_json()).train.test_fraction == 0.0  # saved as version 2, kept
     with pytest.raises(ConfigError, match="JSON object"):
         RunConfig.from_json("[1, 2]")
     with pytest.raises(ConfigError, match="model config must be a JSON object"):
