@@ -437,6 +437,16 @@ class VAE(keras.Model):
         terms = self._terms(x, label, eps, training=False, kl_scale=self._kl_scale())
         return self._update_metrics(terms)
 
+    def make_test_function(self, force=False):
+        """The evaluation step, never XLA-compiled: compiling it took 6.5 of the default
+        run's first 15.7 s (the first validation pass), and a validation pass over 500
+        images then runs 0.1 s either way. `jit_compile` applies to the train step."""
+        jit_compile, self._jit_compile = self._jit_compile, False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self._jit_compile = jit_compile
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker]
