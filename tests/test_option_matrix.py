@@ -54,6 +54,7 @@ CASES = [
     ["--architecture", "conv", "--prior", "vamp"],
 ]
 WEIGHT_DECAY_CONFIG = {"train": {"weight_decay": 1e-4}}
+pytestmark = pytest.mark.matrix
 
 
 def _case_id(flags: list[str]) -> str:
