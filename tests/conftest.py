@@ -67,6 +67,24 @@ def tiny_conditional_model(tiny_conditional_run):
     return load(tiny_conditional_run)
 
 
+@pytest.fixture(scope="session")
+def assert_same_model():
+    """A check that two VAEs hold identical weights and give identical outputs
+    (reconstruct, decode, sample) on images x: `assert_same_model(trained, loaded, x)`."""
+    import tensorflow as tf
+
+    def check(trained, loaded, x):
+        assert loaded.config == trained.config and len(loaded.weights) == len(trained.weights)
+        for a, b in zip(trained.weights, loaded.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+        z = tf.random.stateless_normal([5, trained.config.latent_dim], seed=[1, 2])
+        np.testing.assert_array_equal(loaded.reconstruct(x).numpy(), trained.reconstruct(x).numpy())
+        np.testing.assert_array_equal(loaded.decode(z).mean().numpy(), trained.decode(z).mean().numpy())
+        np.testing.assert_array_equal(loaded.sample(4, seed=3).numpy(), trained.sample(4, seed=3).numpy())
+
+    return check
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

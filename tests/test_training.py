@@ -107,18 +107,12 @@ def test_training_lowers_the_loss(small_run):
         assert abs(h["val_elbo"][epoch] + h["val_reconstruction"][epoch] + h["val_kl"][epoch]) < 1e-3
 
 
-def test_save_load_gives_identical_outputs(small_run, heldout_binary):
+def test_save_load_gives_identical_outputs(small_run, heldout_binary, assert_same_model):
     trained = small_run.model
     loaded = load(small_run.run_dir)
-    assert isinstance(loaded, VAE) and loaded.config == trained.config
-    assert len(loaded.weights) == len(trained.weights)
-    for a, b in zip(trained.weights, loaded.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    assert isinstance(loaded, VAE)
     x = heldout_binary[0][:8]
-    z = tf.random.stateless_normal([5, 4], seed=[1, 2])
-    np.testing.assert_array_equal(loaded.reconstruct(x).numpy(), trained.reconstruct(x).numpy())
-    np.testing.assert_array_equal(loaded.decode(z).mean().numpy(), trained.decode(z).mean().numpy())
-    np.testing.assert_array_equal(loaded.sample(4, seed=3).numpy(), trained.sample(4, seed=3).numpy())
+    assert_same_model(trained, loaded, x)
     np.testing.assert_array_equal(
         loaded.log_prob(x, num_samples=10, seed=5).numpy(), trained.log_prob(x, num_samples=10, seed=5).numpy()
     )
