@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import data
-from vae_tf.data import DataError, DataSpec
+from vae_tf.data import DataError, DataSpec, tfds_source
 
 OFFLINE_SOURCES = ("--data bundled", "--data idx:DIR", "--data npz:FILE", "--data-dir")
 
@@ -302,24 +302,30 @@ def no_probe(*args, **kwargs):
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "emnist/digits"])
 def test_tfds_mocked(monkeypatch, name):
     tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(data, "_internet_reachable", no_probe)
+    monkeypatch.setattr(tfds_source, "_internet_reachable", no_probe)
+    # TFDS splits stream from TFDS's files: they are read while the mock is active.
     with tfds.testing.mock_data(num_examples=40):
         splits = data.load_splits(f"tfds:{name}", validation_fraction=0.25)
-    assert splits.has_test_split
-    assert splits.sizes == {"train": 30, "validation": 10, "test": 40}
-    assert splits.image_shape == (28, 28, 1)
-    assert splits.num_classes == 10
-    for images, labels in ((splits.train_images, splits.train_labels),
-                           (splits.test_images, splits.test_labels)):
-        assert images.dtype == np.float32 and labels.dtype == np.int32
-        assert 0.0 <= images.min() and images.max() <= 1.0
-        assert ((0 <= labels) & (labels < 10)).all()
+        assert splits.has_test_split
+        assert splits.sizes == {"train": 30, "validation": 10, "test": 40}
+        assert splits.image_shape == (28, 28, 1)
+        assert splits.num_classes == 10
+        assert not splits.train.in_memory
+        for images, labels in ((splits.train_images, splits.train_labels),
+                               (splits.test_images, splits.test_labels)):
+            assert images.dtype == np.float32 and labels.dtype == np.int32
+            assert 0.0 <= images.min() and images.max() <= 1.0
+            assert ((0 <= labels) & (labels < 10)).all()
+        # The held-out slice is the seeded permutation's first quarter of TFDS's order.
+        whole = data.load_splits(f"tfds:{name}", validation_fraction=0.0, test_fraction=0.0).train_images
+        held = np.sort(np.random.default_rng(0).permutation(40)[:10])
+        np.testing.assert_array_equal(splits.validation_images, whole[held])
 
 
 def test_tfds_prepared_dataset_needs_no_network(monkeypatch, tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     tfds.testing.DummyMnist(data_dir=tmp_path).download_and_prepare()
-    monkeypatch.setattr(data, "_internet_reachable", no_probe)
+    monkeypatch.setattr(tfds_source, "_internet_reachable", no_probe)
     splits = data.load_splits("tfds:dummy_mnist", data_dir=tmp_path)
     assert splits.has_test_split and splits.num_classes == 10
     assert splits.sizes == {"train": 18, "validation": 2, "test": 20}
@@ -327,7 +333,7 @@ def test_tfds_prepared_dataset_needs_no_network(monkeypatch, tmp_path):
 
 
 def test_tfds_offline_fails_fast(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_internet_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(tfds_source, "_internet_reachable", lambda *args, **kwargs: False)
     start = time.monotonic()
     with pytest.raises(DataError, match="cannot download TFDS dataset 'mnist': no internet") as err:
         data.load_splits("tfds:mnist", data_dir=tmp_path)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from vae_tf import data
+from vae_tf.data import tfds_source
 from vae_tf.cli import main
 
 
@@ -335,7 +336,7 @@ def test_train_bad_data(tmp_path, capsys, case):
 
 
 def test_train_tfds_offline(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(data, "_internet_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(tfds_source, "_internet_reachable", lambda *args, **kwargs: False)
     out = tmp_path / "run"
     rc, _, err = run_cli(capsys, ["train", "--out", str(out), "--data", "tfds:mnist",
                                   "--data-dir", str(tmp_path / "tfds")])
