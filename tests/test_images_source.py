@@ -270,3 +270,24 @@ def test_tfds_colour_dataset_streams(monkeypatch):
         x, y = next(iter(ds.train))
         assert x.shape == (16, 32, 32, 3) and y.dtype == tf.int32
         assert ds.steps_per_epoch == 64 * 9 // 10 // 16
+
+
+def test_tfds_colour_dataset_trains_one_epoch(monkeypatch, tmp_path):
+    """`tfds.testing.mock_data` cifar10 (32x32 RGB, streamed) trains one epoch of a conv
+    model on the defaults otherwise, and the loss is finite."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from vae_tf import RunConfig, TrainConfig, VAEConfig, train
+    from vae_tf.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "_internet_reachable", lambda *a, **k: False)
+    config = RunConfig(
+        model=VAEConfig(architecture="conv", conv_filters=(8, 16), dense_units=32, latent_dim=8),
+        train=TrainConfig(data="tfds:cifar10", epochs=1, batch_size=16, cache="none"),
+    )
+    with tfds.testing.mock_data(num_examples=64):
+        result = train(config, str(tmp_path / "run"), verbose=0)
+    assert result.model.config.image_shape == (32, 32, 3)
+    assert not result.datasets.splits.train.in_memory
+    history = result.history["history"]
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0]) and np.isfinite(history["val_elbo"][0])
+    assert result.history["split_sizes"] == {"train": 58, "validation": 6, "test": 64}

@@ -36,10 +36,8 @@ def small_datasets(splits, n_train: int = 2048, n_eval: int = 200, batch_size: i
     """Pipelines over the first `n_train` bundled training digits (statically
     binarized, shuffled with seed 0) and `n_eval` validation digits."""
     sub = dataclasses.replace(
-        splits,
-        train_images=splits.train_images[:n_train], train_labels=splits.train_labels[:n_train],
-        validation_images=splits.validation_images[:n_eval], validation_labels=splits.validation_labels[:n_eval],
-        test_images=splits.test_images[:n_eval], test_labels=splits.test_labels[:n_eval],
+        splits, train=splits.train.select(np.arange(n_train)),
+        validation=splits.validation.select(np.arange(n_eval)), test=splits.test.select(np.arange(n_eval)),
     )
     train_ds = make_pipeline(sub.train_images, sub.train_labels, batch_size=batch_size, preprocessing="static",
                              shuffle=True, seed=0, drop_remainder=True)

@@ -90,6 +90,9 @@ def split_pipeline(
                 ds = ds.shuffle(min(10_000, max(split.count, 1)), seed=seed, reshuffle_each_iteration=True)
         else:
             ds = split.elements(shuffle=shuffle, seed=seed)
+        # A filtered stream has unknown length; Keras needs it (steps_per_execution,
+        # validation), and a source that changes under us fails loudly.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(split.count))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if preprocessing == "dynamic":
         draw_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
