@@ -8,6 +8,7 @@ and an ONNX decoder, each verified against the TF model, with a manifest.
 model's own methods (no network is defined twice).
 """
 
+from vae_tf.export.explorer import write_explorer
 from vae_tf.export.pipeline import FORMATS, export_run
 from vae_tf.export.runtime import ExportedModel, ONNXDecoder, TFLiteDecoder, load_exported
 from vae_tf.export.validate import TOLERANCES, ExportError
@@ -21,4 +22,5 @@ __all__ = [
     "TFLiteDecoder",
     "export_run",
     "load_exported",
+    "write_explorer",
 ]

@@ -2,8 +2,8 @@
 
 A table of formats (`FORMATS`) drives it. Everything is written into a temporary
 directory beside `out_dir`: the TF Serving SavedModel at `serving/<version>/`, the
-decoder-only SavedModels the converters read (then deleted), the four TFLite decoders and
-the ONNX decoder. Every artifact is run in its own runtime on a fixed batch of latents
+decoder-only SavedModels the converters read (then deleted), the four TFLite decoders,
+the ONNX decoder and `explorer.json` (the in-browser explorer's metadata). Every artifact is run in its own runtime on a fixed batch of latents
 and compared with the TF decoder; past its tolerance the export stops with an
 `ExportError` naming the artifact. Only a fully verified export is moved into place
 (a new `out_dir` in one rename; into an existing one the version directory and then
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from vae_tf import fileio, interrupts
-from vae_tf.export import onnx_export, serving, tflite
+from vae_tf.export import explorer, onnx_export, serving, tflite
 from vae_tf.export.check_serving import run_signatures
 from vae_tf.export.runtime import MANIFEST, ONNXDecoder, TFLiteDecoder
 from vae_tf.export.validate import (
@@ -65,7 +65,10 @@ def _write_tflite(variant):
         model = ctx["model"]
         representative = tflite.representative_latents(model, ctx["tflite_batch"])
         decoder_dir = _decoder_dir(ctx, ctx["tflite_batch"], variant in tflite.EDGE_FORM_VARIANTS)
-        data = tflite.convert(decoder_dir, variant, representative, model.config.conditional)
+        data = tflite.convert(
+            decoder_dir, variant, representative, model.config.conditional,
+            float_head=model.config.likelihood in tflite.FLOAT_HEAD_LIKELIHOODS,
+        )
         with open(path, "wb") as f:
             f.write(data)
         return {"format": f"tflite_{variant}", **tflite.describe(path)}
@@ -213,7 +216,10 @@ def export_run(
 
     Writes `out_dir/serving/<version>/` (TF Serving SavedModel), `decoder_float32.tflite`,
     `decoder_float16.tflite`, `decoder_dynamic_int8.tflite`, `decoder_int8.tflite`,
-    `decoder.onnx` and `manifest.json`, each verified against the TF decoder.
+    `decoder.onnx`, each verified against the TF decoder, `explorer.json` (what the
+    in-browser explorer needs: principal directions of held-out codes, examples, the
+    prior's parameters; computed from the run's held-out images, `explorer.py`) and
+    `manifest.json`.
 
     Args:
         run_dir: a finished run directory (`vae-tf train --out RUN_DIR`).
@@ -357,11 +363,17 @@ def export_run(
         for path in ctx["decoder_dirs"].values():
             shutil.rmtree(path)
 
+        # What the in-browser explorer needs beside the decoders (`explorer.py`).
+        start = time.perf_counter()
+        metadata = explorer.run_explorer_metadata(model, run_config)
+        manifest["explorer"] = explorer.write_json(metadata, os.path.join(tmp, explorer.EXPLORER))
+        logger.info("%s: %.1fs, %d bytes", explorer.EXPLORER, time.perf_counter() - start, manifest["explorer"]["size_bytes"])
+
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
         with interrupts.held():  # a Ctrl-C waits until every rename is done
-            _install(tmp, out_dir, version, list(FORMATS), overwrite)
+            _install(tmp, out_dir, version, [*FORMATS, explorer.EXPLORER], overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -4,8 +4,8 @@ input `z` float32 [batch, D] (+ `label` int32 [batch]), output `image`).
 Variants: float32; float16 weights; dynamic-range int8 (int8 weights, float
 activations); full-integer int8 (int8 weights and activations, float input and output,
 calibrated on latents drawn from the model's prior; a conditional model keeps the
-label's ONE_HOT op in float, see `convert`); the int8 dense layers are quantized
-per tensor (see `convert`).
+label's ONE_HOT op in float, and a logistic-mixture model its output layer and
+likelihood's mean, see `convert`); the int8 dense layers are quantized per tensor (see `convert`).
 
 The batch dimension is open for MLP decoders (`get_signature_runner("decode")` runs any
 batch size) and fixed at 1 for convolutional ones (`edge_batch_size`): LiteRT runs
@@ -34,6 +34,15 @@ EDGE_FORM_VARIANTS = ("float32", "float16")
 CALIBRATION_BATCHES = 16
 CALIBRATION_BATCH_SIZE = 16
 CALIBRATION_SEED = 7
+# Likelihoods whose head the full-integer variant computes in float: the decoder's
+# output layer ("logits", and an MLP's reshape "logits_image") and the likelihood's
+# mean (name scope "likelihood/"). The
+# logistic mixture's mean divides by scales down to e^-7 and exponentiates, ranges one
+# int8 scale cannot cover; and with the mean in float but the output layer in int8,
+# the converter gave that layer's output the range of the logits and log-scales alone
+# ([-4.7, 0] on a test model), clipping every location to 0 (images off by up to 0.93).
+FLOAT_HEAD_LIKELIHOODS = ("logistic_mixture",)
+HEAD_SCOPES = ("decoder_body/logits/", "decoder_body/logits_image/", "likelihood/")
 
 
 def filename(variant: str) -> str:
@@ -67,8 +76,21 @@ def representative_latents(model, batch_size: int | None = None):
     return generate
 
 
-def convert(decoder_dir: str, variant: str, representative=None, conditional: bool = False) -> bytes:
-    """The flatbuffer of one variant, converted from the decoder SavedModel."""
+def _head_tensors(model: bytes) -> list[str]:
+    """Names of the tensors of a TFLite model that the head computes (`HEAD_SCOPES`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=model).get_tensor_details()
+    return [d["name"] for d in details if any(scope in d["name"] for scope in HEAD_SCOPES)]
+
+
+def convert(decoder_dir: str, variant: str, representative=None, conditional: bool = False,
+            float_head: bool = False) -> bytes:
+    """The flatbuffer of one variant, converted from the decoder SavedModel.
+
+    `float_head` (for `FLOAT_HEAD_LIKELIHOODS`) keeps the decoder's output layer and the
+    likelihood's mean in float in the full-integer int8 variant (the rest stays int8).
+    """
     converter = tf.lite.TFLiteConverter.from_saved_model(decoder_dir, signature_keys=["decode"])
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -88,15 +110,17 @@ def convert(decoder_dir: str, variant: str, representative=None, conditional: bo
         # int8 weights of a wide, shallow layer (conv-small's 16 -> 3136 dense: 137 KiB
         # per-channel, 63 KiB per-tensor). Measured: mean |diff| vs TF 0.0025 either way.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-        if conditional:
-            # The converter quantizes ONE_HOT (the label's one-hot) without rescaling its
-            # on/off values to the output scale: the one-hot comes out as ~2.8 instead of
-            # 1 and images are off by up to 0.6. Keep that one op in float (the rest is int8).
+        # The converter quantizes ONE_HOT (the label's one-hot) without rescaling its
+        # on/off values to the output scale: the one-hot comes out as ~2.8 instead of
+        # 1 and images are off by up to 0.6. Keep that one op in float (the rest is int8).
+        if conditional or float_head:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["ONE_HOT"] if conditional else None)
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=representative,
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["ONE_HOT"]),
+                converter=converter, debug_dataset=representative, debug_options=options
             )
+            if float_head:  # named as in the calibrated model that the quantizer reads
+                options.denylisted_nodes = _head_tensors(debugger.calibrated_model)
             return debugger.get_nondebug_quantized_model()
     elif variant != "float32":
         raise ValueError(f"unknown TFLite variant {variant!r}; choose one of {', '.join(VARIANTS)}.")

@@ -3,7 +3,8 @@
 The tiny models train for a few epochs on the real bundled digits (small MLPs, so
 the whole suite stays fast on 2 CPU cores). Tests that need a trained model take
 `tiny_run` (a run directory) or `tiny_model` (the loaded VAE); conditional tests take
-`tiny_conditional_run` / `tiny_conditional_model`.
+`tiny_conditional_run` / `tiny_conditional_model`; `exported` / `exported_conditional`
+are their exports (shared by the export and the browser explorer tests).
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ def tiny_conditional_run(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_conditional_model(tiny_conditional_run):
     return load(tiny_conditional_run)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run, tmp_path_factory):
+    """(export directory, manifest) of `tiny_run`, exported once per session."""
+    from vae_tf.export import export_run
+
+    out = str(tmp_path_factory.mktemp("export") / "tiny_vae")
+    return out, export_run(tiny_run, out)
+
+
+@pytest.fixture(scope="session")
+def exported_conditional(tiny_conditional_run, tmp_path_factory):
+    """(export directory, manifest) of `tiny_conditional_run`, exported once per session."""
+    from vae_tf.export import export_run
+
+    out = str(tmp_path_factory.mktemp("export_cond") / "tiny_cvae")
+    return out, export_run(tiny_conditional_run, out)
 
 
 @pytest.fixture(scope="session")

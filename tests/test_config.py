@@ -19,6 +19,7 @@ CUSTOM = RunConfig(
         data="npz:/tmp/x.npz", preprocessing="static", epochs=3, batch_size=32, learning_rate=1e-3,
         lr_schedule="constant", weight_decay=1e-4, validation_fraction=0.2, test_fraction=0.15, split_seed=4, seed=9,
         mixed_precision=True, jit_compile=False, steps_per_execution=2, deterministic=True, data_dir="/d",
+        checkpoint_every="5",
     ),
 )
 
@@ -90,6 +91,13 @@ def test_unknown_keys_are_named(data, field):
         ("train", {"learning_rate": 0}, "learning_rate"),
         ("train", {"validation_fraction": 1.0}, "validation_fraction"),
         ("train", {"data_dir": 3}, "data_dir"),
+        ("train", {"checkpoint_every": 0}, "checkpoint_every"),
+        ("train", {"checkpoint_every": "1.5"}, "checkpoint_every"),
+        ("train", {"checkpoint_every": "-3s"}, "checkpoint_every"),
+        ("train", {"checkpoint_every": "nans"}, "checkpoint_every"),
+        ("train", {"checkpoint_every": "every epoch"}, "checkpoint_every"),
+        ("train", {"checkpoint_every": True}, "checkpoint_every"),
+        ("train", {"checkpoint_every": 2.5}, "checkpoint_every"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_field(section, changes, field):
@@ -100,6 +108,16 @@ def test_bad_values_raise_config_error_naming_the_field(section, changes, field)
 def test_valid_json_types_are_accepted():
     config = RunConfig.from_dict({"model": {"beta": 1, "hidden_units": [16, 8]}, "train": {"data_dir": None}})
     assert config.model.beta == 1 and config.model.hidden_units == (16, 8)
+
+
+@pytest.mark.parametrize("given, stored", [("30s", "30s"), ("2.50s", "2.5s"), ("0s", "0s"), ("5", "5"), (5, "5"), (" 3 ", "3")])
+def test_checkpoint_every_takes_epochs_or_seconds(given, stored):
+    """`checkpoint_every`: N epochs (a string or, in JSON and Python, an integer) or N
+    seconds ("Ns"), stored in one spelling; the default is 30 seconds."""
+    assert TrainConfig().checkpoint_every == "30s"
+    assert TrainConfig(checkpoint_every=given).checkpoint_every == stored
+    config = RunConfig.from_dict({"train": {"checkpoint_every": given}})
+    assert config.train.checkpoint_every == stored and RunConfig.from_json(config.to_json()) == config
 
 
 def test_malformed_json_and_versions():

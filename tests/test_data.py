@@ -361,6 +361,16 @@ def test_binarize_is_a_seeded_bernoulli_draw(bundled):
     assert (first[images == 0] == 0).all() and (first[images == 1] == 1).all()
 
 
+def test_eval_binarization_is_the_protocol_of_every_earlier_figure(bundled):
+    """Evaluation splits are one seeded numpy draw over the whole split (seed 0): the
+    same 0/1 digits every reported figure was scored on, however the pipeline batches."""
+    images = bundled.test_images
+    expected = (np.random.default_rng(0).random(images.shape, dtype=np.float32) < images).astype(np.float32)
+    np.testing.assert_array_equal(data.eval_images(images, "dynamic"), expected)
+    ds = data.load_datasets("bundled", batch_size=97)
+    np.testing.assert_array_equal(collect(ds.test)[0], expected)
+
+
 def test_eval_images(bundled):
     images = bundled.validation_images
     np.testing.assert_array_equal(data.eval_images(images, "dynamic"), data.binarize(images, 0))

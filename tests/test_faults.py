@@ -1,4 +1,5 @@
-"""Faults: a NaN loss, and a training run killed with SIGKILL in the middle of an epoch.
+"""Faults: a NaN loss, a training run killed with SIGKILL in the middle of an epoch, and
+stops between two checkpoints (`TrainConfig.checkpoint_every`).
 
 The failure-in-the-middle-of-an-export case is covered with the export stage
 (tests for `vae_tf.export`).
@@ -21,7 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from vae_tf import RunConfig, TrainConfig, VAEConfig
-from vae_tf import training
+from vae_tf import callbacks, training
 from vae_tf.cli import main
 from vae_tf.model import VAE
 
@@ -85,9 +86,11 @@ def test_nan_in_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
 # === SIGKILL in the middle of an epoch, then `vae-tf train --resume` ===
 
 EPOCHS = 6
+# A checkpoint after every epoch: a SIGKILL then loses the epoch in progress only.
 KILL_FLAGS = [
     "--architecture", "mlp", "--hidden-units", "256,256", "--latent-dim", "4", "--epochs", str(EPOCHS),
     "--batch-size", "8", "--lr-schedule", "constant", "--learning-rate", "1e-3", "--seed", "0", "--no-pictures",
+    "--checkpoint-every", "1",
 ]
 # Final training loss of the resumed run vs an uninterrupted one: the resumed run sees
 # the same weights, optimizer state and step counter (so the same latent noise) but a
@@ -165,3 +168,124 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     # The resumed run continued from epoch 1's state rather than starting over: its
     # first resumed epoch is no worse than the interrupted run's epoch 1.
     assert float(rows[2]["loss"]) < float(rows[1]["loss"])
+
+
+# === Stops between two checkpoints ===
+
+CADENCE_TRAIN = TrainConfig(epochs=5, batch_size=128, lr_schedule="constant", learning_rate=3e-3)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _crash_in_epoch(monkeypatch, crash_epoch: int) -> None:
+    """Makes training raise at the first batch end of `crash_epoch` (0-based)."""
+
+    class CrashingTimer(training.EpochTimer):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+            super().on_epoch_begin(epoch, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._epoch == crash_epoch:
+                raise _Killed(f"killed in epoch {crash_epoch}")
+
+    monkeypatch.setattr(training, "EpochTimer", CrashingTimer)
+
+
+@pytest.mark.parametrize("every, checkpointed", [("2", [1, 3, 4]), ("3", [2, 4]), ("1", [0, 1, 2, 3, 4])])
+def test_checkpoint_schedule_by_epochs(every, checkpointed):
+    schedule = callbacks.CheckpointSchedule.parse(every)
+    assert [e for e in range(5) if schedule.due(e, last_epoch=4, seconds_since_last=0.0)] == checkpointed
+
+
+def test_checkpoint_schedule_by_seconds():
+    schedule = callbacks.CheckpointSchedule.parse("30s")
+    assert (schedule.epochs, schedule.seconds) == (None, 30.0)
+    assert not schedule.due(0, last_epoch=4, seconds_since_last=29.9)
+    assert schedule.due(0, last_epoch=4, seconds_since_last=30.0)
+    assert schedule.due(4, last_epoch=4, seconds_since_last=0.0)  # the last epoch always
+    assert callbacks.CheckpointSchedule.parse("0s").due(0, last_epoch=4, seconds_since_last=0.0)
+
+
+def test_kill_between_checkpoints_resumes_from_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    """Checkpoints every 2 epochs (after epochs 2 and 4, counted from 1, and the last);
+    the process dies in epoch 4, after epoch 3 completed but before its checkpoint. A
+    kill runs no handler, so the stop-time save is switched off here as SIGKILL would.
+    `--resume` continues from the checkpoint of epoch 2, trains epoch 3 again (its
+    history row is replaced) and says so."""
+    run_dir = str(tmp_path / "run")
+    config = RunConfig(model=SMALL_MODEL, train=CADENCE_TRAIN.replace(checkpoint_every="2"))
+    _crash_in_epoch(monkeypatch, 3)
+    monkeypatch.setattr(callbacks.RunCheckpoints, "write_last_completed", lambda self, backup: self.saved_epoch)
+    with pytest.raises(_Killed):
+        training.train(config, run_dir, verbose=0)
+    monkeypatch.undo()
+    killed_rows = _read_csv(os.path.join(run_dir, "history.csv"))
+    assert [int(r["epoch"]) for r in killed_rows] == [0, 1, 2]
+    assert not os.path.exists(os.path.join(run_dir, "weights"))
+    capsys.readouterr()
+
+    result = training.train(config, run_dir, resume=True, verbose=0)
+    out = capsys.readouterr().out
+    steps = result.datasets.steps_per_epoch
+    record = {"at_epoch": 3, "completed_epochs": 2, "optimizer_step": 2 * steps, "repeated_epochs": 1}
+    assert result.history["resumed"] == [record]
+    assert (f"resuming at epoch 3 of 5 (2 epochs completed, optimizer step {2 * steps}; the 1 epoch after the "
+            "last checkpoint is trained again)") in out, out
+    assert int(result.model.optimizer.iterations.numpy()) == 5 * steps
+    rows = _read_csv(os.path.join(run_dir, "history.csv"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]  # every epoch once
+    assert rows[:2] == killed_rows[:2]  # epochs 1-2 were not trained again
+    assert rows[2] != killed_rows[2]  # epoch 3 was: its row is the resumed run's
+    # Epochs 4-5 (resumed) write checkpoints: the 4th by the schedule, the 5th as the last.
+    assert result.history["checkpoints"] == {"every": "every 2 epochs", "written": 2}
+
+
+def test_error_between_checkpoints_writes_the_last_completed_epoch(tmp_path, monkeypatch, capsys):
+    """With no checkpoint due before the last epoch, an error in epoch 4 (counted from
+    1) writes the state after epoch 3, kept in memory, as backup and checkpoint:
+    `--resume` continues at epoch 4 with nothing trained again, and
+    `checkpoints/last` holds the weights of epoch 3."""
+    run_dir = str(tmp_path / "run")
+    config = RunConfig(model=SMALL_MODEL, train=CADENCE_TRAIN.replace(checkpoint_every="100"))
+    _crash_in_epoch(monkeypatch, 3)
+    kept = {}
+    keep = callbacks.RunCheckpoints.on_epoch_end
+
+    def remember(self, epoch, logs=None):
+        keep(self, epoch, logs)
+        kept[epoch] = [w.numpy() for w in self.model.trainable_weights]
+
+    monkeypatch.setattr(callbacks.RunCheckpoints, "on_epoch_end", remember)
+    with pytest.raises(_Killed):
+        training.train(config, run_dir, verbose=0)
+    monkeypatch.undo()
+    assert [int(r["epoch"]) for r in _read_csv(os.path.join(run_dir, "history.csv"))] == [0, 1, 2]
+    model = VAE(RunConfig.load(os.path.join(run_dir, "config.json")).model)
+    model.load_weights(os.path.join(run_dir, "checkpoints", "last")).expect_partial()
+    assert len(model.trainable_weights) == len(kept[2])
+    for got, want in zip(model.trainable_weights, kept[2]):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert not np.array_equal(kept[2][0], kept[1][0])  # epochs differ: the check can fail
+    capsys.readouterr()
+
+    result = training.train(config, run_dir, resume=True, verbose=0)
+    steps = result.datasets.steps_per_epoch
+    assert result.history["resumed"] == [{"at_epoch": 4, "completed_epochs": 3, "optimizer_step": 3 * steps}]
+    assert "resuming at epoch 4 of 5 (3 epochs completed" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in _read_csv(os.path.join(run_dir, "history.csv"))] == [0, 1, 2, 3, 4]
+
+
+def test_checkpoint_every_flag(tmp_path, capsys):
+    from vae_tf.cli import _run_config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "a"), "--checkpoint-every", "4s"])
+    assert _run_config_from_args(args).train.checkpoint_every == "4s"
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "a"), "--checkpoint-every", "3"])
+    assert _run_config_from_args(args).train.checkpoint_every == "3"
+    assert main(["train", "--out", str(tmp_path / "b"), "--checkpoint-every", "soon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vae-tf: error: checkpoint_every='soon' must be a number of epochs") and "30s" in err
+    assert not (tmp_path / "b").exists()

@@ -77,8 +77,10 @@ RESUME_WORKER = textwrap.dedent(
     run_dir, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     model = VAEConfig(architecture="mlp", hidden_units=(256,), latent_dim=8, activation="relu", prior="normal")
+    # A checkpoint after every epoch: a SIGKILL then loses the epoch in progress only.
     train_cfg = TrainConfig(epochs=4, batch_size=32, seed=1, preprocessing="static",
-                            lr_schedule="constant", learning_rate=1e-3, jit_compile=False)
+                            lr_schedule="constant", learning_rate=1e-3, jit_compile=False,
+                            checkpoint_every="1")
     result = train(RunConfig(model=model, train=train_cfg), run_dir, strategy=strategy, verbose=0, resume=resume)
     np.savez(out, *[w.numpy() for w in result.model.trainable_weights])
     """

@@ -21,6 +21,7 @@ import vae_tf
 from vae_tf import RunConfig, TrainConfig, TrainingError, VAEConfig, load, train
 from vae_tf.data import Datasets, eval_images, make_pipeline
 from vae_tf.model import VAE
+from vae_tf import callbacks, training
 from vae_tf.training import WEIGHTS_PREFIX, choose_strategy
 
 SMALL_MODEL = VAEConfig(
@@ -79,6 +80,17 @@ def test_run_directory_contents(small_run):
     # Throughput counts the training steps only: the validation pass comes after them.
     assert all(0 < s < e for s, e in zip(history["step_seconds"], history["epoch_seconds"]))
     assert summary["images_per_second"] == pytest.approx(2048 / history["step_seconds"][1])
+    # Whole-epoch throughput: epoch wall time, validation and checkpoint included.
+    assert summary["epoch_images_per_second"] == pytest.approx(2048 / history["epoch_seconds"][1])
+    assert summary["epoch_images_per_second"] < summary["images_per_second"]
+    first = summary["first_epoch"]
+    assert first["seconds"] == pytest.approx(history["epoch_seconds"][0])
+    # The first epoch ended after train() was called, which was after the process started.
+    assert 0 < first["seconds"] < first["since_train_call"] < first["since_process_start"]
+    assert first["end_time"] == pytest.approx(first["since_process_start"] + training.process_start_time(), abs=0.05)
+    # The default cadence: the last epoch always writes the checkpoint (and epoch 0,
+    # if it ended 30 s or more after training started).
+    assert summary["checkpoints"]["every"] == "every 30 s" and summary["checkpoints"]["written"] in (1, 2)
     assert small_run.history == summary
 
     with open(os.path.join(run_dir, "history.csv")) as f:
@@ -90,6 +102,51 @@ def test_run_directory_contents(small_run):
               for n in names if n.startswith("events.out.tfevents")]
     assert any(os.sep + "train" + os.sep in e for e in events), events
     assert any(os.sep + "validation" + os.sep in e for e in events), events
+    # TensorBoard scalars per epoch, under Keras' tags: epoch_<metric> in train/ and
+    # the val_ metrics in validation/ (without the prefix).
+    scalars = {}
+    for path in events:
+        part = os.path.basename(os.path.dirname(path))
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars.setdefault((part, value.tag), []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    assert [v for _, v in scalars[("train", "epoch_loss")]] == pytest.approx(history["loss"])
+    assert [v for _, v in scalars[("validation", "epoch_elbo")]] == pytest.approx(history["val_elbo"])
+    assert [step for step, _ in scalars[("validation", "epoch_elbo")]] == [0, 1]
+    assert [v for _, v in scalars[("train", "epoch_learning_rate")]] == pytest.approx([3e-3, 3e-3])
+
+
+def test_validation_pass_equals_keras_evaluate(small_run, bundled_splits):
+    """`callbacks.Validation` runs `model.test_step` over batches held in memory; its
+    figures after the last epoch are those of `model.evaluate` on the validation
+    pipeline with the final weights (the same batches, step and noise)."""
+    model = small_run.model
+    assert not model.jit_compile  # the CPU default; XLA would draw other noise
+    evaluated = model.evaluate(small_run.datasets.validation, verbose=0, return_dict=True)
+    last = {k[len("val_"):]: v[-1] for k, v in small_run.history["history"].items() if k.startswith("val_")}
+    assert set(last) == {"loss", "reconstruction", "kl", "elbo"}
+    for name, value in last.items():
+        assert value == pytest.approx(evaluated[name], rel=1e-6), name
+
+
+def test_large_validation_split_goes_through_keras(monkeypatch, tmp_path, bundled_splits):
+    """A validation split above `VALIDATION_MEMORY_BYTES` is not held in memory:
+    Keras' own validation pass runs instead, with the same figures."""
+    config = RunConfig(model=SMALL_MODEL, train=SMALL_TRAIN.replace(epochs=1))
+    passes = []
+    in_memory = callbacks.Validation.on_epoch_end
+    monkeypatch.setattr(callbacks.Validation, "on_epoch_end",
+                        lambda self, epoch, logs=None: (passes.append(epoch), in_memory(self, epoch, logs))[1])
+    runs = {}
+    for name, limit in (("memory", callbacks.VALIDATION_MEMORY_BYTES), ("keras", 0)):
+        monkeypatch.setattr(callbacks, "VALIDATION_MEMORY_BYTES", limit)
+        passes.clear()
+        tf.random.set_seed(0)  # the global seed enters the pipeline's shuffle
+        result = train(config, str(tmp_path / name), verbose=0, datasets=small_datasets(bundled_splits, n_train=512))
+        runs[name] = (list(passes), result.history["history"])
+    assert runs["memory"][0] == [0] and runs["keras"][0] == []
+    for key in ("loss", "val_loss", "val_reconstruction", "val_kl", "val_elbo"):
+        assert runs["keras"][1][key] == pytest.approx(runs["memory"][1][key], rel=1e-6), key
 
 
 def test_training_lowers_the_loss(small_run):
@@ -205,9 +262,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     splits = load_splits("bundled")
     # XLA draws other numbers than the TF kernels for the same stateless seed, so both
     # runs go without jit: the one-device run by config, the mirrored run asks for jit
-    # (the default) and train() must turn it off, since XLA cannot compile it there.
+    # and train() must turn it off, since XLA cannot compile it there.
     model = SMALL_MODEL.replace(hidden_units=(32,))
-    config = RunConfig(model=model, train=SMALL_TRAIN)
+    config = RunConfig(model=model, train=SMALL_TRAIN.replace(jit_compile=True))
     out = {}
     for name, strategy, run_config in (
         ("one", tf.distribute.get_strategy(), RunConfig(model=model, train=SMALL_TRAIN.replace(jit_compile=False))),
@@ -223,6 +280,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             "jit_compile": bool(model.jit_compile),
             "steps": int(model.optimizer.iterations.numpy()),
             "loss": result.history["history"]["loss"],
+            "val_elbo": result.history["history"]["val_elbo"],
             "weights": [w.numpy().tolist() for w in model.trainable_weights],
         }
     print("RESULT " + json.dumps(out))
@@ -251,11 +309,14 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     out = json.loads(lines[-1][len("RESULT "):])
     one, mirrored = out["one"], out["mirrored"]
     assert one["replicas"] == 1 and mirrored["replicas"] == 2
-    # XLA cannot compile a step mirrored over local CPUs: train() turned jit off there
-    # (an MLP, which the default would otherwise compile).
-    assert SMALL_TRAIN.jit_compile is None and mirrored["jit_compile"] is False and one["jit_compile"] is False
+    # XLA cannot compile a step mirrored over local CPUs: train() turned jit off there,
+    # although the config asked for it.
+    assert mirrored["jit_compile"] is False and one["jit_compile"] is False
     assert one["steps"] == mirrored["steps"] == 32
     np.testing.assert_allclose(mirrored["loss"], one["loss"], rtol=1e-5)
+    # The validation pass (every replica evaluates whole batches; the metrics sum over
+    # replicas) gives the one device's figures.
+    np.testing.assert_allclose(mirrored["val_elbo"], one["val_elbo"], rtol=1e-5)
     worst = 0.0
     for a, b in zip(one["weights"], mirrored["weights"]):
         a, b = np.asarray(a), np.asarray(b)

@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 
-DATA_HELP = "dataset SPEC: bundled | tfds:NAME | idx:DIR | npz:FILE"
+DATA_HELP = "dataset SPEC: bundled | tfds:NAME | idx:DIR | npz:FILE | images:DIR"
 BUG_REPORT = (
     "vae-tf: internal error (a bug): please report it on the vae-tf issue tracker, "
     "with the command and the traceback above."
@@ -31,6 +31,7 @@ Quickstart:
   vae-tf sample runs/mnist --num 64 --out samples.png
   vae-tf evaluate runs/mnist --data bundled --split test --iwae-samples 1000
   vae-tf export runs/mnist --out saved_models/mnist_vae
+  vae-tf explore saved_models/mnist_vae                          # decode in the browser
 """
 
 
@@ -41,7 +42,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden-units", type=_int_list, help="MLP widths, e.g. 512,256")
     g.add_argument("--conv-filters", type=_int_list, help="conv stage filters, e.g. 32,64")
     g.add_argument("--dense-units", type=int, help="dense layer between convolutions and latent")
-    g.add_argument("--likelihood", choices=("bernoulli", "gaussian", "continuous_bernoulli"), help="p(x|z)")
+    g.add_argument("--likelihood", choices=("bernoulli", "gaussian", "continuous_bernoulli", "logistic_mixture"),
+                   help="p(x|z); logistic_mixture (8-bit colour pixels) needs --preprocessing continuous")
+    g.add_argument("--likelihood-components", type=int, help="mixture components per pixel of logistic_mixture")
     g.add_argument("--gaussian-sigma", type=float, help="pixel stddev of the Gaussian likelihood")
     g.add_argument("--posterior", choices=("diag", "full", "iaf"), help="q(z|x): diagonal, full covariance or IAF flow")
     g.add_argument("--flow-layers", type=int, help="IAF steps")
@@ -69,21 +72,37 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed of initialization, shuffling, binarization and noise")
     g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision: float16 on a GPU, bfloat16 on a CPU")
     g.add_argument("--jit", dest="jit_compile", action="store_true", default=None,
-                   help="XLA-compile the step (default: yes for mlp or on a GPU, no for convolutions on a CPU)")
+                   help="XLA-compile the step (default: on a GPU only; on a CPU it pays off in long runs of small MLPs)")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None, help="do not XLA-compile the step")
     g.add_argument("--deterministic", action="store_true", default=None, help="bit-identical reruns (TF op determinism)")
+    g.add_argument("--checkpoint-every", metavar="N|Ns",
+                   help="write backup/ (for --resume) and checkpoints/last every N epochs, or at the first epoch end "
+                   "N seconds after the last checkpoint (default 30s); Ctrl-C, SIGTERM, errors and NaN write the "
+                   "last completed epoch, a SIGKILL loses the epochs since the last checkpoint")
     g.add_argument("--data-dir", help="TFDS data directory")
     g.add_argument("--manual-dir", help="TFDS manual download directory")
+    g = p.add_argument_group("images (any source)")
+    g.add_argument("--image-size", type=_image_size, metavar="H,W",
+                   help="resize every image to H x W pixels (bilinear, antialiased; default: keep the size)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) (default: grey when every image is)")
+    g.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="images:DIR: skip unreadable files (counted) instead of stopping at the first")
+    g.add_argument("--cache", metavar="auto|memory|none|file:PATH",
+                   help="images:DIR and tfds: keep decoded pixels in memory, stream them every epoch, or "
+                   "cache them in files (default auto: memory up to 1 GiB of pixels)")
 
 
 _MODEL_FLAGS = (
-    "architecture", "latent_dim", "hidden_units", "conv_filters", "dense_units", "likelihood", "gaussian_sigma",
+    "architecture", "latent_dim", "hidden_units", "conv_filters", "dense_units", "likelihood", "likelihood_components",
+    "gaussian_sigma",
     "posterior", "flow_layers", "prior", "prior_components", "conditional", "beta", "kl_warmup_steps",
     "free_bits", "iwae_samples", "dropout",
 )
 _TRAIN_FLAGS = (
     "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "validation_fraction",
-    "test_fraction", "seed", "mixed_precision", "jit_compile", "deterministic", "data_dir", "manual_dir",
+    "test_fraction", "seed", "mixed_precision", "jit_compile", "deterministic", "checkpoint_every", "data_dir",
+    "manual_dir",
+    "image_size", "channels", "skip_bad_images", "cache",
 )
 
 
@@ -92,6 +111,16 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,256, got {text!r}") from None
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"expected H,W (two positive integers such as 64,64), got {text!r}")
+    return size
 
 
 def _tflite_batch(text: str) -> int | None | str:
@@ -127,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     _add_train_flags(p)
 
-    p = sub.add_parser("evaluate", help="test negative ELBO and IWAE NLL in nats",
+    p = sub.add_parser("evaluate", help="test negative ELBO and IWAE NLL in nats (and bits/dim)",
                        description="Negative ELBO and importance-weighted NLL (nats per image, with standard "
-                       "errors) of a trained model on a split of any data source.")
+                       "errors) of a trained model on a split of any data source, and in bits per dimension "
+                       "for a likelihood of discrete pixels (bernoulli on binarized pixels, logistic_mixture "
+                       "on 8-bit pixels).")
     p.add_argument("run_dir")
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
@@ -145,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="run directory (or use --model)")
     p.add_argument("--model", help="an exported model directory, e.g. saved_models/mnist_vae")
     p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--digit", type=int, help="class to draw (conditional models)")
+    p.add_argument("--digit", type=int, help="class number to draw (conditional models)")
+    p.add_argument("--label", help="class to draw by name (a class folder's name) or number (conditional models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG file to write")
 
@@ -175,24 +207,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size fixed in the TFLite decoders: auto (default: any batch for an MLP "
                    "decoder, 1 for a convolutional one, which LiteRT runs 1.7x faster at batch 1 "
                    "than with an open batch), any, or N")
+    p.add_argument("--explorer-only", action="store_true",
+                   help="only add explorer.json (the in-browser explorer's metadata) to the existing export "
+                   "of RUN_DIR in --out, e.g. one made before the explorer existed")
+
+    p = sub.add_parser("explore", help="the exported decoders in the browser: a latent explorer on 127.0.0.1",
+                       description="Serves the latent explorer (the page built from web/) and EXPORT_DIR's decoder "
+                       "files on 127.0.0.1 and prints the URL. The page decodes in the browser with ONNX "
+                       "Runtime Web and LiteRT.js. Build the page once with "
+                       "`npm ci --prefix web && npm run --prefix web build` in the vae-tf repository.")
+    p.add_argument("export_dir", help="an exported model directory, e.g. saved_models/mnist_vae")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.add_argument("--web", metavar="DIR", help="the built page (default: web/dist of the vae-tf repository)")
+    p.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
 
 def _run_config_from_args(args):
     from vae_tf.config import RunConfig, apply_preset
 
-    run_config = apply_preset(args.preset or "default")
+    preset = apply_preset(args.preset or "default")
+    model, train = preset.model, preset.train
     if args.config:
         given = RunConfig.read_file(args.config)  # read once: the keys it names, then the checked config
-        file_config = RunConfig.from_dict(given)
+        # Each part checked on its own; the combination once the flags apply (a partial
+        # file may need a flag, e.g. likelihood logistic_mixture and --preprocessing continuous).
+        file_model, file_train = RunConfig.parts_from_dict(given)
         # Only the keys the file names override the preset (a partial file keeps the rest).
-        run_config = RunConfig(
-            model=run_config.model.replace(**{k: getattr(file_config.model, k) for k in given.get("model", {})}),
-            train=run_config.train.replace(**{k: getattr(file_config.train, k) for k in given.get("train", {})}),
-        )
+        model = model.replace(**{k: getattr(file_model, k) for k in given.get("model", {})})
+        train = train.replace(**{k: getattr(file_train, k) for k in given.get("train", {})})
     model_changes = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
     train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
-    return RunConfig(model=run_config.model.replace(**model_changes), train=run_config.train.replace(**train_changes))
+    return RunConfig(model=model.replace(**model_changes), train=train.replace(**train_changes))
 
 
 def _check_positive_flags(args, *names: str) -> None:
@@ -220,6 +267,22 @@ def _eval_split(run_config, spec, split):
     return images, labels, note
 
 
+def _print_data_summary(spec: str, datasets) -> None:
+    """One line on what was trained on, and one per note (skipped or ignored files)."""
+    splits = datasets.splits
+    if str(spec) != "bundled":
+        h, w, c = splits.image_shape
+        sizes = ", ".join(f"{n:,} {name}" for name, n in splits.sizes.items())
+        classes = ""
+        if splits.class_names:
+            shown = ", ".join(splits.class_names[:5]) + (", ..." if len(splits.class_names) > 5 else "")
+            classes = f"; {len(splits.class_names)} classes ({shown})"
+        where = "in memory" if splits.train.in_memory else "streamed"
+        print(f"data: {spec}: {h}x{w}x{c} images, {sizes}{classes}; training images {where}")
+    for note in datasets.notes:
+        print(f"data: {note}")
+
+
 def cmd_train(args) -> int:
     import numpy as np
 
@@ -228,6 +291,7 @@ def cmd_train(args) -> int:
 
     run_config = _run_config_from_args(args)
     result = train(run_config, args.out, resume=args.resume)
+    _print_data_summary(run_config.train.data, result.datasets)
     args.trained = True  # an interrupt from here on stops the pictures only
     model, history = result.model, result.history
     last = {k: v[-1] for k, v in history["history"].items()}
@@ -236,18 +300,25 @@ def cmd_train(args) -> int:
         f"trained {len(history['history'].get('epoch', []))} epochs at "
         f"{history['images_per_second']:.0f} images/s{validation}"
     )
+    first = history["first_epoch"]
+    if first["seconds"] is not None:
+        since = first["since_process_start"]
+        print(
+            f"whole epochs (validation and checkpoints included): {history['epoch_images_per_second']:.0f} images/s; "
+            f"first epoch {first['seconds']:.1f} s" + (f", ended {since:.1f} s after start" if since is not None else "")
+        )
     if not args.no_pictures:
         cfg = model.config
         plots.save_prior_samples(model, os.path.join(args.out, "samples.png"))
         splits = result.datasets.splits
-        # Held-out digits: the validation split, or the test slice when there is none
+        # Held-out images: the validation split, or the test slice when there is none
         # (a picture chooses nothing).
-        held = "validation" if len(splits.validation_images) else "test"
-        x = getattr(splits, f"{held}_images")[:16]
-        y = getattr(splits, f"{held}_labels")[:16] if cfg.conditional else None
+        held = splits.validation if splits.validation.count else splits.test
+        x, y = held.head(16)
+        y = y if cfg.conditional else None
         plots.save_reconstructions(
             x, model.reconstruct(x, y).numpy(), os.path.join(args.out, "reconstructions.png"),
-            "held-out digits (input) and their reconstructions",
+            "held-out images (input) and their reconstructions",
         )
         print(f"pictures: {os.path.join(args.out, 'samples.png')}, {os.path.join(args.out, 'reconstructions.png')}")
     print(f"run directory: {args.out}")
@@ -284,6 +355,14 @@ def cmd_evaluate(args) -> int:
             f"-ELBO {result['neg_elbo']:.2f} ± {result['neg_elbo_stderr']:.2f} nats, "
             f"IWAE NLL (k={args.iwae_samples}) {result['iwae_nll']:.2f} ± {result['iwae_nll_stderr']:.2f} nats"
         )
+        if result["bits_per_dim_defined"]:
+            print(
+                f"  bits/dim: -ELBO {result['neg_elbo_bits_per_dim']:.4f} ± {result['neg_elbo_bits_per_dim_stderr']:.4f}, "
+                f"IWAE NLL {result['iwae_bits_per_dim']:.4f} ± {result['iwae_bits_per_dim_stderr']:.4f} "
+                f"({result['bits_per_dim_note']})"
+            )
+        else:
+            print(f"  bits/dim: not defined: {result['bits_per_dim_note']}")
         for name, r in result.get("ood", {}).get("sources", {}).items():
             print(f"  OOD {name}: mean log p(x) {r['mean_log_prob']:.1f} nats, AUROC {r['auroc']:.3f}")
     print(json.dumps(result))
@@ -299,6 +378,22 @@ def cmd_sample(args) -> int:
     _check_positive_flags(args, "num")
     if (args.run_dir is None) == (args.model is None):
         raise UsageError("give either a RUN_DIR or --model EXPORTED_DIR.")
+    if args.label is not None and args.digit is not None:
+        raise UsageError("give --digit or --label, not both.")
+    class_name = None
+    if args.label is not None:
+        names = None
+        if args.run_dir:
+            from vae_tf.config import RunConfig
+
+            names = RunConfig.load(os.path.join(args.run_dir, "config.json")).model.class_names
+        if names and args.label in names:
+            args.digit, class_name = names.index(args.label), args.label
+        elif args.label.lstrip("-").isdigit():
+            args.digit = int(args.label)
+        else:
+            known = f"; its classes are {', '.join(names)}" if names else " (the model has no class names: pass a number)"
+            raise UsageError(f"--label {args.label!r} is not a class of this model{known}.")
     if args.model:
         from vae_tf.export import load_exported
 
@@ -317,7 +412,11 @@ def cmd_sample(args) -> int:
             if not 0 <= np.min(label) <= np.max(label) < model.config.num_classes:
                 raise UsageError(f"--digit must be in [0, {model.config.num_classes}), got {args.digit}.")
         images = model.sample(args.num, seed=args.seed, label=label).numpy()
-    title = f"{args.num} samples" + (f" of digit {args.digit}" if args.digit is not None else "")
+    if args.digit is not None and class_name is None and not args.model:
+        names = model.config.class_names
+        class_name = names[args.digit] if names else None
+    what = f"class {class_name!r}" if class_name else f"digit {args.digit}"
+    title = f"{args.num} samples" + (f" of {what}" if args.digit is not None else "")
     plots.save_grid(np.asarray(images), args.out, title)
     print(f"wrote {args.out}")
     return 0
@@ -349,6 +448,13 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from vae_tf.export import export_run
 
+    if args.explorer_only:
+        from vae_tf.export import write_explorer
+
+        entry = write_explorer(args.run_dir, args.out)
+        print(f"  {entry['path']}: {entry['size_bytes'] / 1024:.0f} KiB")
+        print(f"added {entry['path']} to {args.out}")
+        return 0
     manifest = export_run(
         args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset,
         tflite_batch=args.tflite_batch,
@@ -359,6 +465,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from vae_tf.explore import serve
+
+    if not 0 <= args.port <= 65535:
+        from vae_tf.config import UsageError
+
+        raise UsageError(f"--port must be in [0, 65535], got {args.port}.")
+    return serve(args.export_dir, port=args.port, web_dir=args.web, open_browser=args.open, verbose=args.verbose)
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -366,6 +482,7 @@ COMMANDS = {
     "reconstruct": cmd_reconstruct,
     "report": cmd_report,
     "export": cmd_export,
+    "explore": cmd_explore,
 }
 
 

@@ -22,7 +22,7 @@ FORMAT_VERSION = 2
 _VERSION_1_TRAIN_DEFAULTS = {"test_fraction": 0.0}
 
 ARCHITECTURES = ("mlp", "conv", "resnet")
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic_mixture")
 POSTERIORS = ("diag", "full", "iaf")
 PRIORS = ("normal", "mog", "vamp")
 PREPROCESSING = ("dynamic", "static", "continuous")
@@ -78,14 +78,39 @@ def _int_tuple(name: str, values) -> tuple[int, ...]:
         raise ConfigError(f"{name}={tuple(values)!r} must be integers.") from None
 
 
+def checkpoint_cadence(every) -> tuple[int | None, float | None]:
+    """(epochs, seconds) of a `TrainConfig.checkpoint_every` value: "N" (or the integer
+    N >= 1) is every N epochs, "Ns" every N seconds (N >= 0; "0s" is every epoch).
+    Raises ConfigError naming the field for anything else."""
+    text = str(every).strip() if isinstance(every, (str, int)) and not isinstance(every, bool) else None
+    try:
+        if text is not None and text.endswith("s"):
+            seconds = float(text[:-1])
+            if math.isfinite(seconds) and seconds >= 0:
+                return None, seconds
+        elif text is not None and int(text) >= 1:
+            return int(text), None
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"checkpoint_every={every!r} must be a number of epochs (an integer >= 1, e.g. 5) "
+        "or of seconds (e.g. 30s)."
+    )
+
+
 # JSON types accepted per field annotation (annotations are strings here).
-_JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "str | None": (str, type(None)), "bool | None": (bool, type(None))}
+_JSON_TYPES = {"int": (int,), "int | None": (int, type(None)), "float": (int, float), "bool": (bool,), "str": (str,), "str | None": (str, type(None)), "bool | None": (bool, type(None)), "str | int": (str, int)}
 
 
 def _check_json_type(where: str, name: str, annotation: str, value: Any) -> None:
     """Raises ConfigError naming the field when a JSON value has the wrong type (a string
     "64" would otherwise become hidden_units (6, 4), and "8" a TypeError deep inside)."""
-    if annotation.startswith("tuple["):
+    if annotation.endswith(" | None") and value is None and annotation != "str | None":
+        return
+    if annotation.startswith("tuple[str"):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        expected = "a list of strings"
+    elif annotation.startswith("tuple["):
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         expected = "a list of integers"
     else:
@@ -136,8 +161,14 @@ class VAEConfig:
         activation: hidden activation, any tf_keras activation name.
         dropout: dropout rate inside the encoder (regularizes small datasets).
         likelihood: p(x|z): "bernoulli" (binarized pixels), "gaussian"
-            (N(f(z), gaussian_sigma^2 I)) or "continuous_bernoulli" ([0, 1] pixels).
+            (N(f(z), gaussian_sigma^2 I)), "continuous_bernoulli" ([0, 1] pixels) or
+            "logistic_mixture" (8-bit pixels k/255: a discretized mixture of logistics
+            per pixel, its channels coupled through the component,
+            `distributions.DiscretizedLogisticMixture`; needs
+            preprocessing="continuous").
         gaussian_sigma: pixel standard deviation of the Gaussian likelihood.
+        likelihood_components: mixture components M per pixel of "logistic_mixture"
+            (the decoder then outputs M (1 + 2C) values per pixel). Defaults to 10.
         posterior: q(z|x): "diag" (IndependentNormal), "full" (MultivariateNormalTriL)
             or "iaf" (diagonal Gaussian followed by an inverse autoregressive flow).
         flow_layers: number of IAF steps ("iaf").
@@ -150,6 +181,8 @@ class VAEConfig:
         prior_components: mixture components of "mog" / pseudo-inputs of "vamp".
         conditional: condition encoder and decoder on the integer label.
         num_classes: number of labels of a conditional model.
+        class_names: name of each label (label i is `class_names[i]`), from the data
+            (a folder's class subfolders, a TFDS dataset's label names); None: numbers.
         beta: weight of the KL term (beta-VAE; 1 is the ELBO).
         kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over this many
             optimizer steps (0 disables warm-up). Defaults to 600 (README "Results").
@@ -174,6 +207,7 @@ class VAEConfig:
     dropout: float = 0.0
     likelihood: str = "bernoulli"
     gaussian_sigma: float = 0.1
+    likelihood_components: int = 10
     posterior: str = "diag"
     flow_layers: int = 2
     flow_hidden_units: int = 128
@@ -181,6 +215,7 @@ class VAEConfig:
     prior_components: int = 16
     conditional: bool = False
     num_classes: int = 10
+    class_names: tuple[str, ...] | None = None
     beta: float = 1.0
     kl_warmup_steps: int = 600
     free_bits: float = 0.0
@@ -190,6 +225,11 @@ class VAEConfig:
         _check_numbers(self)
         for name in ("image_shape", "hidden_units", "conv_filters"):
             object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
+        if self.class_names is not None:
+            names = tuple(self.class_names)
+            if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+                raise ConfigError(f"class_names={names!r} must be distinct non-empty strings.")
+            object.__setattr__(self, "class_names", names)
         if len(self.image_shape) != 3 or min(self.image_shape) <= 0:
             raise ConfigError(f"image_shape={self.image_shape!r} must be three positive sizes (H, W, C).")
         _check_positive("latent_dim", self.latent_dim)
@@ -220,6 +260,7 @@ class VAEConfig:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1).")
         _check_positive("gaussian_sigma", self.gaussian_sigma)
+        _check_positive("likelihood_components", self.likelihood_components)
         _check_positive("flow_layers", self.flow_layers)
         _check_positive("flow_hidden_units", self.flow_hidden_units)
         _check_positive("prior_components", self.prior_components)
@@ -260,7 +301,8 @@ class TrainConfig:
     """How a VAE is trained.
 
     Args:
-        data: dataset spec: "bundled", "tfds:NAME", "idx:DIR" or "npz:FILE".
+        data: dataset spec: "bundled", "tfds:NAME", "idx:DIR", "npz:FILE" or
+            "images:DIR" (`data.DataSpec`).
         preprocessing: "dynamic" (fresh Bernoulli draw per use), "static"
             (binarized once with `seed`) or "continuous" ([0, 1] grey levels).
         epochs: passes over the training split.
@@ -279,12 +321,29 @@ class TrainConfig:
         mixed_precision: train in mixed precision: float16 on a GPU, bfloat16 on a
             CPU (`training.mixed_precision_policy`); heads stay float32.
         jit_compile: compile the train step with XLA: True, False, or None (auto:
-            XLA for the MLP, or on a GPU; not for convolutions on a CPU, where
-            oneDNN runs them 1.6-2.7x faster than XLA, `training.use_xla`).
+            on a GPU only; on a CPU the compile does not pay for itself in a
+            default-length run, `training.use_xla`).
         steps_per_execution: train steps per call into the compiled function.
         deterministic: enable TensorFlow op determinism (bit-identical reruns).
+        checkpoint_every: how often `backup/` (what `--resume` restores) and
+            `checkpoints/last` are written: "N" every N epochs, "Ns" at the end of the
+            first epoch N seconds or more after the last checkpoint; always after the
+            last epoch. Defaults to "30s": on the bundled digits a checkpoint costs
+            about as much as half an epoch of the MLP. Ctrl-C, SIGTERM, an exception
+            or a NaN loss write the last completed epoch before training stops
+            (`callbacks.RunCheckpoints`); a SIGKILL or power cut loses the epochs since
+            the last checkpoint.
         data_dir: TFDS data directory.
         manual_dir: TFDS manual download directory.
+        image_size: (height, width) to resize every image to (bilinear, antialiased),
+            or None to keep the source's size (`data.ImageOptions`).
+        channels: 1 (grey) or 3 (RGB), or None: grey when every image is grey.
+        skip_bad_images: skip (and count) unreadable files of an `images:DIR` source
+            instead of stopping at the first.
+        cache: streamed sources (`images:DIR`, `tfds:NAME`): "memory" (decode once,
+            keep uint8 pixels in RAM), "none" (decode every epoch: memory does not grow
+            with the dataset), "file:PATH" (decoded pixels cached in files), or "auto"
+            (memory when a split's pixels fit in 1 GiB, else none).
     """
 
     data: str = "bundled"
@@ -302,18 +361,34 @@ class TrainConfig:
     jit_compile: bool | None = None
     steps_per_execution: int = 8
     deterministic: bool = False
+    checkpoint_every: str | int = "30s"
     data_dir: str | None = None
     manual_dir: str | None = None
+    image_size: tuple[int, ...] | None = None
+    channels: int | None = None
+    skip_bad_images: bool = False
+    cache: str = "auto"
 
     def __post_init__(self):
         _check_numbers(self)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        if self.image_size is not None:
+            size = _int_tuple("image_size", self.image_size)
+            if len(size) != 2 or min(size) <= 0:
+                raise ConfigError(f"image_size={self.image_size!r} must be two positive integers (height, width).")
+            object.__setattr__(self, "image_size", size)
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels={self.channels!r} must be 1 (grey) or 3 (RGB).")
+        if not (self.cache in ("auto", "memory", "none") or (self.cache.startswith("file:") and len(self.cache) > 5)):
+            raise ConfigError(f"cache={self.cache!r} must be auto, memory, none or file:PATH.")
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("steps_per_execution", self.steps_per_execution)
+        epochs, seconds = checkpoint_cadence(self.checkpoint_every)
+        object.__setattr__(self, "checkpoint_every", str(epochs) if epochs is not None else f"{seconds:g}s")
         for name in ("validation_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be in [0, 1).")
@@ -334,6 +409,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Likelihoods of 8-bit pixels k/255, which binarized pixels would make meaningless.
+_EIGHT_BIT_LIKELIHOODS = ("logistic_mixture",)
+
+
+def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
+    """Raises ConfigError for a model and a training configuration that cannot be used
+    together: a likelihood of 8-bit pixels ("logistic_mixture") on binarized data
+    (preprocessing "dynamic" or "static")."""
+    if model.likelihood in _EIGHT_BIT_LIKELIHOODS and train.preprocessing != "continuous":
+        raise ConfigError(
+            f"likelihood={model.likelihood!r} models 8-bit pixel values k/255 and cannot be trained on "
+            f"preprocessing={train.preprocessing!r} (binarized 0/1 pixels); pass --preprocessing continuous "
+            "(preprocessing='continuous')."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """The model and training configuration of one run, as stored in `config.json`."""
@@ -341,11 +432,22 @@ class RunConfig:
     model: VAEConfig = dataclasses.field(default_factory=VAEConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        check_compatible(self.model, self.train)
+
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "model": self.model.to_dict(), "train": self.train.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        model, train = cls.parts_from_dict(data)
+        return cls(model=model, train=train)
+
+    @staticmethod
+    def parts_from_dict(data: dict[str, Any]) -> tuple[VAEConfig, TrainConfig]:
+        """The model and training configs of a run config's dict, each checked on its
+        own but not yet against each other (`check_compatible`): for a partial config
+        file whose other fields come from elsewhere (the CLI's flags)."""
         if not isinstance(data, dict):
             raise ConfigError("a run config must be a JSON object with 'model' and 'train'.")
         version = data.get("format_version", FORMAT_VERSION)
@@ -361,10 +463,7 @@ class RunConfig:
         unknown = sorted(set(data) - {"format_version", "model", "train"})
         if unknown:
             raise ConfigError(f"unknown run config key(s) {', '.join(unknown)}; expected 'model' and 'train'.")
-        return cls(
-            model=VAEConfig.from_dict(data.get("model", {})),
-            train=TrainConfig.from_dict(data.get("train", {})),
-        )
+        return VAEConfig.from_dict(data.get("model", {})), TrainConfig.from_dict(data.get("train", {}))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -3,8 +3,10 @@
 - posterior head q(z|x): `tfp.layers.IndependentNormal` (diagonal Gaussian) or
   `tfp.layers.MultivariateNormalTriL` (full covariance), optionally followed by an
   inverse autoregressive flow (`InverseAutoregressiveFlow`);
-- likelihood head p(x|z): Bernoulli, Gaussian N(sigmoid(f(z)), sigma^2 I) or continuous
-  Bernoulli over the whole image (event shape [H, W, C]);
+- likelihood head p(x|z): Bernoulli, Gaussian N(sigmoid(f(z)), sigma^2 I), continuous
+  Bernoulli, or a discretized logistic mixture over 8-bit values
+  (`DiscretizedLogisticMixture`), over the whole image (event shape [H, W, C]);
+  `likelihood_params_per_pixel` sizes the decoder output it reads;
 - prior p(z): N(0, I) or a learned mixture of Gaussians (`MixturePrior`). The
   VampPrior is assembled by the model, since it runs the encoder on pseudo-inputs.
 
@@ -322,12 +324,227 @@ class _Gaussian:
         return tfd.Independent(tfd.Normal(tf.sigmoid(logits), self.sigma), reinterpreted_batch_ndims=3)
 
 
+class DiscretizedLogisticMixture(tfd.Distribution):
+    """p(x) of 8-bit images with values x = k/255, k in 0..255: per pixel, a mixture of
+    M logistics over the 256 bins (PixelCNN++, Salimans et al., 2017; NVAE), event
+    shape [H, W, C], pixels independent given the parameters.
+
+    The mixture weights are shared by a pixel's channels: component m has one weight
+    pi_m per pixel and its own location mu_mc and scale s_mc per channel, so a pixel's
+    channels are coupled through the component (a mixture of products; PixelCNN++'s
+    linear dependence of a channel's location on the previous channels is left out):
+
+        log p(pixel) = logsumexp_m [log pi_m + sum_c log P(k_c | mu_mc, s_mc)].
+
+    Bin k covers [(k - 0.5)/255, (k + 0.5)/255]; the edge bins take the tails (bin 0
+    everything below 0.5/255, bin 255 everything above 254.5/255), so the 256 bin
+    probabilities sum to 1. With a = (k/255 - mu + 0.5/255)/s and b = a - 1/(255 s),
+    a bin's probability sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a))
+    is computed as the sum of logs
+
+        log P(k) = -softplus(-a) [k < 255] - softplus(b) [k > 0] + log(-expm1(-1/(255 s))) [0 < k < 255],
+
+    exact in float32 in both tails: no CDF difference is formed, so none underflows and
+    PixelCNN++'s fallback to the density at the bin centre is not needed.
+
+    `mean()` is the mean of the clipped continuous mixture, in closed form,
+
+        E[clip(Y_c, 0, 1)] = sum_m pi_m s_mc (softplus(mu_mc/s_mc) - softplus((mu_mc - 1)/s_mc)),
+
+    within 0.5/255 of the mean of the 256 bins (rounding to the nearest bin moves a
+    draw by at most half a bin) and free of 256-bin sums: the image `decode`, `sample`
+    (mean=True), `reconstruct` and every exported decoder return. `sample()` draws a
+    component, adds logistic noise to its location and rounds to the nearest bin.
+
+    Args:
+        params: float32 [..., H, W, M (1 + 2C)]. Per pixel: M mixture logits, then M*C
+            locations mu (index M + m*C + c, in pixel units: 0 is black, 1 is full
+            intensity), then M*C log-scales log s (index M + M*C + m*C + c), clipped
+            to [`MIN_LOG_SCALE`, `MAX_LOG_SCALE`]. Batch shape [...], event shape
+            [H, W, C].
+        num_channels: int. C, the channels of an image.
+
+    Example:
+
+    >>> import numpy as np
+    >>> p = DiscretizedLogisticMixture(np.zeros([2, 4, 4, 10 * 7], np.float32), num_channels=3)
+    >>> p.event_shape, p.batch_shape
+    (TensorShape([4, 4, 3]), TensorShape([2]))
+    >>> p.log_prob(np.zeros([2, 4, 4, 3], np.float32)).shape
+    TensorShape([2])
+    """
+
+    MIN_LOG_SCALE = -7.0  # s >= 9e-4, a quarter of a bin (PixelCNN++'s floor)
+    # s <= 20: a logistic 20 pixel ranges wide is flat over [0, 1] to 5%, so a broader one
+    # adds nothing; the cap keeps s, 1/(255 s) and the mean's s (...) finite and exact.
+    MAX_LOG_SCALE = 3.0
+
+    def __init__(self, params, num_channels: int, validate_args: bool = False, allow_nan_stats: bool = True,
+                 name: str = "DiscretizedLogisticMixture"):
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            self._params = tf.convert_to_tensor(params, dtype_hint=tf.float32, name="params")
+            self._num_channels = int(num_channels)
+            per_pixel = self._params.shape[-1]
+            if per_pixel is None or per_pixel % (1 + 2 * self._num_channels):
+                raise ValueError(
+                    f"params must have M * (1 + 2 * {self._num_channels}) entries per pixel (last axis), "
+                    f"got shape {list(self._params.shape)}."
+                )
+            self._num_components = per_pixel // (1 + 2 * self._num_channels)
+            super().__init__(
+                dtype=self._params.dtype, reparameterization_type=tfd.NOT_REPARAMETERIZED,
+                validate_args=validate_args, allow_nan_stats=allow_nan_stats, parameters=parameters, name=name,
+            )
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(params=tfp.util.ParameterProperties(event_ndims=3))
+
+    @property
+    def params(self) -> tf.Tensor:
+        return self._params
+
+    @property
+    def num_channels(self) -> int:
+        return self._num_channels
+
+    @property
+    def num_components(self) -> int:
+        return self._num_components
+
+    def _split(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(logits [..., H, W, M], mu [..., H, W, M, C], log s [..., H, W, M, C])."""
+        m, c = self._num_components, self._num_channels
+        # Slices rather than one tf.split: the full-integer TFLite converter gives a
+        # SPLIT_V's outputs one int8 scale and clipped the locations to it.
+        p = self._params
+        logits, loc, log_scale = p[..., :m], p[..., m : m + m * c], p[..., m + m * c :]
+        shape = tf.concat([tf.shape(loc)[:-1], [m, c]], 0)
+        loc = tf.reshape(loc, shape)
+        log_scale = tf.clip_by_value(tf.reshape(log_scale, shape), self.MIN_LOG_SCALE, self.MAX_LOG_SCALE)
+        return logits, loc, log_scale
+
+    def components(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(log pi [..., H, W, M] (normalized), mu [..., H, W, M, C], log s [..., H, W, M, C])."""
+        logits, loc, log_scale = self._split()
+        return tf.nn.log_softmax(logits, axis=-1), loc, log_scale
+
+    def _batch_shape(self):
+        return self._params.shape[:-3]
+
+    def _batch_shape_tensor(self):
+        return tf.shape(self._params)[:-3]
+
+    def _event_shape(self):
+        return tf.TensorShape([*self._params.shape[-3:-1], self._num_channels])
+
+    def _event_shape_tensor(self):
+        return tf.concat([tf.shape(self._params)[-3:-1], [self._num_channels]], 0)
+
+    def _log_prob(self, x):
+        log_weights, loc, log_scale = self.components()
+        x = tf.convert_to_tensor(x, self.dtype)
+        k = tf.clip_by_value(tf.round(x * 255.0), 0.0, 255.0)[..., None, :]  # [..., H, W, 1, C]
+        inv_scale = tf.exp(-log_scale)
+        upper = (k / 255.0 - loc + 0.5 / 255.0) * inv_scale  # a: the bin's upper edge, standardized
+        lower = upper - inv_scale / 255.0  # b
+        log_bin = (
+            tf.where(k < 255.0, -tf.math.softplus(-upper), 0.0)
+            + tf.where(k > 0.0, -tf.math.softplus(lower), 0.0)
+            + tf.where((k > 0.0) & (k < 255.0), tf.math.log(-tf.math.expm1(-inv_scale / 255.0)), 0.0)
+        )
+        log_pixel = tf.reduce_logsumexp(log_weights + tf.reduce_sum(log_bin, -1), axis=-1)  # [..., H, W]
+        return tf.reduce_sum(log_pixel, axis=[-2, -1])
+
+    def _mean(self):
+        # With softplus(t) = max(t, 0) + log(1 + exp(-|t|)) and s max(mu/s, 0) = max(mu, 0):
+        # s (softplus(mu/s) - softplus((mu - 1)/s))
+        #   = clip(mu, 0, 1) + s (log(1 + exp(-|mu|/s)) - log(1 + exp(-|mu - 1|/s))),
+        # with no overflow (exp of a non-positive number; TFLite lowers softplus to
+        # log(exp(t) + 1), infinite past t = 88) and no cancellation of large terms,
+        # in ops every runtime has (no log1p: 1 + exp(-|t|) lies in [1, 2]). clip(mu, 0, 1)
+        # is written (|mu| - |mu - 1| + 1) / 2, from the same |.| (a max(., 0) would
+        # become a RELU that the int8 TFLite converter quantizes, see export/tflite.py).
+        logits, loc, log_scale = self._split()
+        scale = tf.exp(log_scale)
+        inv_scale = tf.exp(-log_scale)
+        above_0, below_1 = tf.abs(loc), tf.abs(loc - 1.0)
+        tail = lambda distance: tf.math.log(1.0 + tf.exp(-distance * inv_scale))  # noqa: E731
+        clipped = 0.5 * (above_0 - below_1 + 1.0) + scale * (tail(above_0) - tail(below_1))
+        return tf.reduce_sum(tf.nn.softmax(logits, axis=-1)[..., None] * clipped, axis=-2)
+
+    def _sample_n(self, n, seed=None):
+        component_seed, noise_seed = tfp.random.split_seed(seed, n=2)
+        log_weights, loc, log_scale = self.components()
+        component = tfd.Categorical(logits=log_weights).sample(n, seed=component_seed)  # [n, ..., H, W]
+        chosen = tf.one_hot(component, self._num_components, dtype=self.dtype)[..., None]  # [n, ..., H, W, M, 1]
+        loc = tf.reduce_sum(chosen * loc, axis=-2)
+        scale = tf.reduce_sum(chosen * tf.exp(log_scale), axis=-2)
+        u = tf.random.stateless_uniform(tf.shape(loc), seed=noise_seed, minval=1e-5, maxval=1.0 - 1e-5)
+        y = loc + scale * (tf.math.log(u) - tf.math.log1p(-u))
+        return tf.clip_by_value(tf.round(y * 255.0), 0.0, 255.0) / 255.0
+
+
+class _LogisticMixture:
+    """params [..., H, W, M (1 + 2C)] -> `DiscretizedLogisticMixture` over [H, W, C]."""
+
+    def __init__(self, num_channels: int):
+        self.num_channels = num_channels
+
+    def __call__(self, params):
+        return DiscretizedLogisticMixture(params, self.num_channels)
+
+
+def likelihood_params_per_pixel(config: VAEConfig) -> int:
+    """Decoder outputs per pixel that the likelihood head reads: C logits for
+    "bernoulli", "gaussian" and "continuous_bernoulli"; M (1 + 2C) for
+    "logistic_mixture" (M = `likelihood_components`: M weights, M*C locations and
+    M*C log-scales)."""
+    channels = config.image_shape[-1]
+    if config.likelihood == "logistic_mixture":
+        return config.likelihood_components * (1 + 2 * channels)
+    return channels
+
+
+def logistic_mixture_bias(images, num_components: int, per_pixel: bool):
+    """Starting bias of the decoder's output layer for "logistic_mixture", in the
+    `DiscretizedLogisticMixture` layout: equal weights, and every component the
+    logistic with the pixels' mean and variance (location the mean, scale
+    sqrt(3) std / pi, std at least 1/255); the output layer's random kernel tells
+    the components apart.
+
+    Args:
+        images: training images [N, H, W, C] in [0, 1] (numpy); statistics of at most
+            2,000 of them, evenly strided.
+        num_components: M.
+        per_pixel: statistics per pixel (an MLP decoder's dense output, bias
+            [H * W * P]) or per channel over all pixels (a conv decoder, bias [P]).
+
+    Returns:
+        float32 numpy array [H * W * P] or [P], P = M (1 + 2C).
+    """
+    import numpy as np
+
+    x = np.asarray(images, np.float32)
+    x = x[:: max(1, len(x) // 2000)]
+    axes = (0,) if per_pixel else (0, 1, 2)
+    mean = x.mean(axis=axes)  # [(H, W,) C]
+    log_scale = np.log(np.maximum(x.std(axis=axes), 1.0 / 255.0) * math.sqrt(3.0) / math.pi)
+    tiled = lambda a: np.repeat(a[..., None, :], num_components, axis=-2).reshape(*a.shape[:-1], -1)  # noqa: E731
+    logits = np.zeros([*mean.shape[:-1], num_components], np.float32)
+    return np.concatenate([logits, tiled(mean), tiled(log_scale)], axis=-1).astype(np.float32).reshape(-1)
+
+
 def make_likelihood_head(config: VAEConfig) -> keras.layers.Layer:
-    """logits [B, H, W, C] -> p(x|z) with event shape [H, W, C] (log_prob in nats per image)."""
+    """params [B, H, W, P] -> p(x|z) with event shape [H, W, C] (log_prob in nats per
+    image), P = `likelihood_params_per_pixel(config)`: C logits, or the
+    `DiscretizedLogisticMixture` parameters."""
     make = {
         "bernoulli": _bernoulli,
         "continuous_bernoulli": _continuous_bernoulli,
         "gaussian": _Gaussian(config.gaussian_sigma),
+        "logistic_mixture": _LogisticMixture(config.image_shape[-1]),
     }[config.likelihood]
     return tfpl.DistributionLambda(
         make, convert_to_tensor_fn=tfd.Distribution.mean, dtype="float32", name="likelihood"

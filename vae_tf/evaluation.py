@@ -1,5 +1,6 @@
 """Likelihood evaluation: negative ELBO and IWAE negative log-likelihood over a set of
-images, in nats per image, with standard errors over images; and the
+images, in nats per image (and in bits per dimension where the likelihood is a
+probability of discrete pixel values), with standard errors over images; and the
 out-of-distribution report (log p(x) of test digits against uniform noise, inverted
 digits and other datasets, with the AUROC of log p(x) as a detector)."""
 
@@ -13,7 +14,7 @@ import numpy as np
 import tf_keras as keras
 
 from vae_tf.config import RunConfig, UsageError
-from vae_tf.data import DataError, Splits, eval_images, load_splits
+from vae_tf.data import DataError, ImageOptions, Splits, eval_images, load_splits
 from vae_tf.losses import bits_per_dim
 from vae_tf.model import VAE
 
@@ -33,11 +34,11 @@ def eval_split(
     t = run_config.train
     splits = load_splits(
         spec or t.data, validation_fraction=t.validation_fraction, test_fraction=t.test_fraction,
-        split_seed=t.split_seed,
-        data_dir=t.data_dir, manual_dir=t.manual_dir,
+        split_seed=t.split_seed, data_dir=t.data_dir, manual_dir=t.manual_dir, image_options=ImageOptions.of(t),
     )
-    images = getattr(splits, f"{split}_images")
-    labels = getattr(splits, f"{split}_labels")
+    # Read once as stored (uint8 for 8-bit sources), then preprocessed into float32.
+    part = splits.split(split).cached()
+    images, labels = part.array, part.labels
     if len(images) == 0:
         fraction = {"validation": "validation_fraction", "test": "test_fraction"}.get(split, "")
         raise DataError(
@@ -51,6 +52,35 @@ def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     n = len(values)
     stderr = float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     return float(np.mean(values)), stderr
+
+
+# Likelihoods that give probabilities to discrete pixel values, and the values.
+_DISCRETE_LIKELIHOODS = {"bernoulli": "binary pixels (0 or 1)", "logistic_mixture": "8-bit pixels k/255"}
+
+
+def bits_per_dim_undefined(likelihood: str, images: np.ndarray) -> str | None:
+    """None when bits per dimension are defined for `likelihood` on `images`, else why not.
+
+    Bits/dim, nats / (H W C ln 2), is the code length of a discrete image per pixel
+    value. It is defined for a likelihood that gives probabilities to discrete values,
+    on images made of those values: "bernoulli" on binary pixels, "logistic_mixture"
+    on 8-bit pixels k/255. "gaussian" and "continuous_bernoulli" are densities on
+    [0, 1]: their log p(x) depends on the units and is not a code length (a discrete
+    model's bits/dim compares with theirs only after dequantization, which is not
+    done here); "bernoulli" on grey levels is a cross-entropy, not a probability.
+    """
+    if likelihood not in _DISCRETE_LIKELIHOODS:
+        return (f"{likelihood} is a density on [0, 1], not a probability of discrete pixel values: its log p(x) "
+                "is not a code length, so bits/dim is not defined")
+    x = np.asarray(images, np.float32)
+    if likelihood == "bernoulli":
+        on_grid = np.all((x == 0) | (x == 1))
+    else:
+        on_grid = np.all(np.abs(x * 255 - np.round(x * 255)) < 1e-3)
+    if not on_grid:
+        return (f"the images are not {_DISCRETE_LIKELIHOODS[likelihood]}, the values {likelihood} gives "
+                "probabilities to, so bits/dim is not defined")
+    return None
 
 
 def per_image_scores(
@@ -100,10 +130,14 @@ def evaluate_likelihood(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Test negative ELBO and IWAE NLL in nats per image, each with its standard error.
+    """Test negative ELBO and IWAE NLL in nats per image, each with its standard error,
+    and both in bits per dimension where those are defined (`bits_per_dim_undefined`).
 
-    Returns a dict with `neg_elbo`, `neg_elbo_stderr`, `iwae_nll`, `iwae_nll_stderr`,
-    `iwae_bits_per_dim`, `num_images`, `iwae_samples` and `seconds`.
+    Returns a dict with `neg_elbo`, `neg_elbo_stderr`, `iwae_nll`, `iwae_nll_stderr`
+    (nats per image), `neg_elbo_bits_per_dim`, `neg_elbo_bits_per_dim_stderr`,
+    `iwae_bits_per_dim`, `iwae_bits_per_dim_stderr` (nats / (H W C ln 2); None where
+    not defined), `bits_per_dim_defined`, `bits_per_dim_note` (the formula used, or why
+    bits/dim is not defined), `num_images`, `iwae_samples` and `seconds`.
     """
     start = time.perf_counter()
     scores = per_image_scores(
@@ -111,12 +145,20 @@ def evaluate_likelihood(
     )
     neg_elbo, neg_elbo_se = _mean_and_stderr(-scores["elbo"])
     nll, nll_se = _mean_and_stderr(-scores["log_prob"])
+    dims = int(np.prod(images.shape[1:]))
+    undefined = bits_per_dim_undefined(model.config.likelihood, images)
+    bits = (lambda nats: None) if undefined else (lambda nats: bits_per_dim(nats, dims))  # noqa: E731
     return {
         "neg_elbo": neg_elbo,
         "neg_elbo_stderr": neg_elbo_se,
         "iwae_nll": nll,
         "iwae_nll_stderr": nll_se,
-        "iwae_bits_per_dim": bits_per_dim(nll, int(np.prod(images.shape[1:]))),
+        "neg_elbo_bits_per_dim": bits(neg_elbo),
+        "neg_elbo_bits_per_dim_stderr": bits(neg_elbo_se),
+        "iwae_bits_per_dim": bits(nll),
+        "iwae_bits_per_dim_stderr": bits(nll_se),
+        "bits_per_dim_defined": undefined is None,
+        "bits_per_dim_note": undefined or f"bits/dim = nats / ({' x '.join(map(str, images.shape[1:]))} ln 2)",
         "num_images": int(len(images)),
         "iwae_samples": int(num_samples),
         "seconds": time.perf_counter() - start,
@@ -281,10 +323,10 @@ def ood_report(
         num_samples: k of the IWAE estimate of log p(x).
 
     Returns:
-        {"in_distribution": {"mean_log_prob", "log_prob_stderr", "num_images"},
-         "sources": {name: {"mean_log_prob", "log_prob_stderr", "auroc", "num_images"}},
-         "iwae_samples": k, "labels_marginalized": bool}; log-probabilities in nats per
-        image; AUROC of log p(x) with the in-distribution images as positives.
+        A dict: "in_distribution" ({"mean_log_prob", "log_prob_stderr", "num_images"}),
+        "sources" ({name: {"mean_log_prob", "log_prob_stderr", "auroc", "num_images"}}),
+        "iwae_samples" (k) and "labels_marginalized" (bool); log-probabilities in nats
+        per image; AUROC of log p(x) with the in-distribution images as positives.
     """
     del labels
     scores = ood_scores(

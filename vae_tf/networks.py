@@ -3,7 +3,9 @@ distribution heads.
 
     encoder body: x [B, H, W, C] in [0, 1]  ->  features [B, F]
     decoder body: z [B, D] (concatenated with a one-hot label when conditional)
-                  ->  logits [B, H, W, C], float32
+                  ->  likelihood parameters [B, H, W, P], float32: P = C logits, or
+                      M (1 + 2C) for the discretized logistic mixture
+                      (`distributions.likelihood_params_per_pixel`)
 
 Three families, chosen by `VAEConfig.architecture`: "mlp", "conv" (stride-2
 convolutions) and "resnet" (the same with residual blocks after each stage).
@@ -18,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from vae_tf.config import VAEConfig
+from vae_tf.distributions import likelihood_params_per_pixel
 
 try:  # A private TF function, the one tf_keras also uses to tell XLA-compiled graphs apart.
     from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla_graph
@@ -245,13 +248,16 @@ def build_encoder_body(config: VAEConfig) -> keras.Sequential:
 
 
 def build_decoder_body(config: VAEConfig) -> keras.Sequential:
-    """Latent (+ one-hot label) [B, D (+ K)] -> logits [B, H, W, C] in float32.
+    """Latent (+ one-hot label) [B, D (+ K)] -> likelihood parameters [B, H, W, P] in
+    float32, P = `likelihood_params_per_pixel(config)` (C logits for most likelihoods).
 
-    The last layer is kept in float32 so that the likelihood head sees float32
-    logits under a mixed-precision policy.
+    The output layer (named "logits"; an MLP's is followed by its reshape,
+    "logits_image") is kept in float32 so that the likelihood head sees float32
+    parameters under a mixed-precision policy.
     """
     c = config
-    h, w, channels = c.image_shape
+    h, w, _ = c.image_shape
+    channels = likelihood_params_per_pixel(c)
     input_dim = c.latent_dim + (c.num_classes if c.conditional else 0)
     layers = [keras.layers.InputLayer(input_shape=(input_dim,))]
     if c.architecture == "mlp":
@@ -259,7 +265,7 @@ def build_decoder_body(config: VAEConfig) -> keras.Sequential:
             layers.append(keras.layers.Dense(units, activation=c.activation))
         layers += [
             keras.layers.Dense(h * w * channels, dtype="float32", name="logits"),
-            keras.layers.Reshape(c.image_shape, dtype="float32"),
+            keras.layers.Reshape((h, w, channels), dtype="float32", name="logits_image"),
         ]
     else:
         stride = 2 ** len(c.conv_filters)

@@ -1,5 +1,8 @@
 """PNG pictures: image grids (prior samples, reconstructions beside their inputs).
 
+Grey images (C = 1) are drawn as ink, dark on white (1 is black, the `gray_r`
+colormap); colour images (C = 3, RGB) as they are, on a white background.
+
 Matplotlib runs on the non-interactive Agg backend; every file is rendered in memory,
 written to a temporary path and renamed into place (a path may be a tf.io.gfile URL
 such as gs://bucket/run/samples.png: see `vae_tf.fileio`).
@@ -21,17 +24,33 @@ from vae_tf import fileio  # noqa: E402
 
 
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tiles [N, H, W, C] images in [0, 1] into one [rows*(H+pad), cols*(W+pad)] array."""
+    """Tiles [N, H, W, C] images in [0, 1] into one canvas: [rows*(H+pad)+pad,
+    cols*(W+pad)+pad] for grey images (C = 1), with a third axis of 3 for RGB (C = 3).
+
+    The background is blank paper: 0 for grey images (white under the `gray_r`
+    colormap, where ink is 1), 1 (white) for colour ones.
+    """
     images = np.asarray(images, dtype=np.float32)
     n, h, w, c = images.shape
+    if c not in (1, 3):
+        raise ValueError(
+            f"pictures show grey (C = 1) or RGB (C = 3) images, got {c} channels (shape {list(images.shape)})."
+        )
     ncols = ncols or int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))
-    # Background 0: blank paper under the `gray_r` colormap (ink is 1).
-    canvas = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.float32)
+    canvas = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 0.0 if c == 1 else 1.0, np.float32)
     for i in range(n):
         r, col = divmod(i, ncols)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
     return canvas[..., 0] if c == 1 else canvas
+
+
+def show(ax, canvas: np.ndarray, **kwargs):
+    """Draws a `tile` canvas on `ax`: grey [H, W] as ink dark on white (`gray_r`, 0..1),
+    RGB [H, W, 3] in colour (clipped to [0, 1])."""
+    if canvas.ndim == 2:
+        return ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", **kwargs)
+    return ax.imshow(np.clip(canvas, 0.0, 1.0), interpolation="nearest", **kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike) -> str:
@@ -46,11 +65,12 @@ def save_figure(fig, path: str | os.PathLike) -> str:
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, title: str, ncols: int | None = None) -> str:
-    """Writes a grid of [N, H, W, C] images in [0, 1] (ink dark on white) as a PNG."""
+    """Writes a grid of [N, H, W, C] images in [0, 1] as a PNG (grey: ink dark on white;
+    RGB: in colour)."""
     canvas = tile(images, ncols)
     scale = canvas.shape[1] / 40  # inches: about 2.5 screen pixels per image pixel at dpi 100
     fig, ax = plt.subplots(figsize=(max(3.0, scale), max(3.0, scale * canvas.shape[0] / canvas.shape[1]) + 0.4))
-    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    show(ax, canvas)
     ax.set_title(title)
     ax.axis("off")
     return save_figure(fig, path)
@@ -61,7 +81,7 @@ def save_labeled_rows(rows: list[np.ndarray], row_labels: list[str], path: str |
     n = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), 1, figsize=(0.45 * n + 1.0, 0.55 * len(rows) + 0.6), squeeze=False)
     for ax, images, label in zip(axes[:, 0], rows, row_labels):
-        ax.imshow(tile(images, ncols=n, pad=1), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        show(ax, tile(images, ncols=n, pad=1))
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -77,9 +97,10 @@ def save_prior_samples(model, path: str | os.PathLike, seed: int = 0) -> str:
         return save_grid(model.sample(64, seed=seed).numpy(), path, "64 samples from the prior", ncols=8)
     k = c.num_classes
     grid = model.sample(k * 10, seed=seed, label=np.repeat(np.arange(k), 10)).numpy()
+    names = list(c.class_names) if c.class_names else [f"digit {i}" for i in range(k)]
     return save_labeled_rows(
-        [grid[i * 10 : (i + 1) * 10] for i in range(k)], [f"digit {i}" for i in range(k)], path,
-        "samples from the prior, one row per requested digit",
+        [grid[i * 10 : (i + 1) * 10] for i in range(k)], names, path,
+        "samples from the prior, one row per requested " + ("class" if c.class_names else "digit"),
     )
 
 
@@ -109,7 +130,7 @@ def save_manifold(images: np.ndarray, path: str | os.PathLike, title: str, xlabe
     g1, g2 = images.shape[:2]
     canvas = tile(images.reshape(g1 * g2, *images.shape[2:]), ncols=g2, pad=0)
     fig, ax = plt.subplots(figsize=(7.0, 7.4))
-    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    show(ax, canvas, extent=extent)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -137,8 +137,9 @@ def write_report(
     plots.save_prior_samples(model, path("samples.png"), seed=seed)
     if cfg.conditional:
         captions["samples.png"] = (
-            "Images drawn from the model (z from the prior, the mean of p(x|z) shown), ten per requested digit: "
-            "row i was generated with label i."
+            "Images drawn from the model (z from the prior, the mean of p(x|z) shown), ten per requested "
+            + ("class: each row was generated with the label of the class it names." if cfg.class_names
+               else "digit: row i was generated with label i.")
         )
     else:
         captions["samples.png"] = "64 images drawn from the model: z from the prior p(z), the mean of p(x|z) shown."
@@ -208,7 +209,7 @@ def write_report(
             "two principal directions, ±2 standard deviations along each."
         )
     if manifold_label is not None:
-        title += f", digit {manifold_label}"
+        title += f", class {cfg.class_names[manifold_label]!r}" if cfg.class_names else f", digit {manifold_label}"
         captions["manifold.png"] += f" Decoded with label {manifold_label} (conditional model)."
     decoded = model.decode(z, None if manifold_label is None else np.full([len(z)], manifold_label)).mean().numpy()
     plots.save_manifold(decoded.reshape(g, g, *decoded.shape[1:]), path("manifold.png"), title, xlabel, ylabel, extent)

@@ -1,13 +1,15 @@
 """Training: pick a `tf.distribute` strategy, build the VAE in its scope, and run one
-`model.fit` over all epochs with checkpoints, BackupAndRestore, TensorBoard and
-TerminateOnNaN. `train(run_config, run_dir)` is the whole job; the CLI calls it.
+`model.fit` over all epochs with the callbacks of `vae_tf.callbacks` (validation pass,
+checkpoint and backup on a schedule, NaN guard, interrupt guard, history and TensorBoard
+logs). `train(run_config, run_dir)` is the whole job; the CLI calls it.
 
 A run directory holds:
 
     config.json      the RunConfig (model + train)
     weights/         the final weights (TF checkpoint format, prefix weights/vae)
-    checkpoints/     the weights after the last completed epoch
-    backup/          BackupAndRestore state while a run is unfinished (--resume)
+    checkpoints/     the weights at the last checkpoint (`TrainConfig.checkpoint_every`)
+    backup/          BackupAndRestore state at the last checkpoint while a run is
+                     unfinished (--resume)
     history.csv      per-epoch metrics (appended across resumes)
     history.json     per-epoch metrics, epoch times and throughput, and the resumes
     resumes.json     while a resumed run is unfinished: where each resume started
@@ -31,8 +33,21 @@ import tensorflow as tf
 import tf_keras as keras
 
 from vae_tf import fileio, interrupts
+from vae_tf.callbacks import (
+    RESUMES_FILE,
+    CheckpointSchedule,
+    EpochSummaries,
+    EpochTimer,
+    InterruptGuard,
+    NaNGuard,
+    ResumeRecorder,
+    RunCheckpoints,
+    Validation,
+    dedupe_history,
+    read_resumes,
+)
 from vae_tf.config import ConfigError, UserError, RunConfig, TrainConfig, VAEConfig, write_text_atomic
-from vae_tf.data import Datasets, load_datasets
+from vae_tf.data import Datasets, ImageOptions, load_datasets
 from vae_tf.model import VAE
 
 WEIGHTS_PREFIX = os.path.join("weights", "vae")
@@ -87,15 +102,22 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def use_xla(train: TrainConfig, model: VAEConfig, strategy: tf.distribute.Strategy) -> bool:
     """Whether the train step is XLA-compiled: `train.jit_compile` when set; by
-    default (None) yes, except for convolutional networks on a CPU, which oneDNN runs
-    faster than XLA (default `conv`, 2 epochs on 1,024 digits: 26 s without XLA,
-    42 s with; `conv-small`: 2.7x), and never for replicas that are all CPUs
-    (`_replicas_on_cpus_only`)."""
+    default (None) on a GPU only, and never for replicas that are all CPUs
+    (`_replicas_on_cpus_only`).
+
+    On a CPU XLA does not pay for itself (2 cores, the bundled digits, `model` any of
+    the presets): compiling the step takes 3-5 s of CPU, which a default-length run
+    (30 epochs of 31 steps) does not win back. The `mlp` preset's steps run 15% faster
+    compiled (the first epoch then takes 4-7 s instead of 1.4-1.9 s, and the run
+    breaks even after about 100 epochs); the default configuration's run 1.3-1.8x
+    slower (IWAE with 5 samples and the mixture prior: 9.7 s of compile against
+    2.3 s of tracing); convolutions 1.6-2.7x slower than oneDNN's. `--jit` turns it
+    on for long runs of small MLPs."""
     if _replicas_on_cpus_only(strategy):
         return False
     if train.jit_compile is not None:
         return train.jit_compile
-    return model.architecture == "mlp" or bool(tf.config.list_logical_devices("GPU"))
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def mixed_precision_policy() -> str:
@@ -116,173 +138,6 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers
     return keras.optimizers.Adam(learning_rate=lr)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Records wall-clock seconds per epoch into the logs: `epoch_seconds` (the whole
-    epoch) and `step_seconds` (its training steps, up to the validation pass), the
-    time that training throughput (images/s) is computed from."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-        self._train_end = None
-
-    def on_test_begin(self, logs=None):
-        if self._train_end is None:
-            self._train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            end = time.perf_counter()
-            logs["epoch_seconds"] = end - self._start
-            logs["step_seconds"] = (self._train_end or end) - self._start
-
-
-class NaNGuard(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN that remembers it fired, so `train` can say so."""
-
-    fired = False
-    epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self.fired:
-            self.epoch = epoch
-
-    def on_batch_end(self, batch, logs=None):
-        super().on_batch_end(batch, logs)
-        if self.model.stop_training:
-            self.fired = True
-
-
-def _all_finite(model: keras.Model) -> bool:
-    return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in model.weights if w.dtype.is_floating)
-
-
-class FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that never replaces the last good weights with non-finite ones.
-
-    TerminateOnNaN stops mid-epoch, but Keras still ends that epoch with `on_epoch_end`,
-    where a plain ModelCheckpoint would overwrite `checkpoints/last` with NaN weights.
-    """
-
-    def __init__(self, *args, nan_guard: "NaNGuard | None" = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.nan_guard = nan_guard
-        self.last_saved_epoch: int | None = None
-
-    def _save_model(self, epoch, batch, logs):
-        if (self.nan_guard is not None and self.nan_guard.fired) or not _all_finite(self.model):
-            return
-        super()._save_model(epoch, batch, logs)
-        self.last_saved_epoch = epoch
-
-
-def _dedupe_history(csv_path: str) -> None:
-    """Keeps one row per epoch (the last one written) in epoch order.
-
-    CSVLogger appends on resume; BackupAndRestore restarts at the epoch after its last
-    backup, so a run killed between the backup and the CSV row can repeat an epoch."""
-    if not fileio.exists(csv_path):
-        return
-    with fileio.open_file(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, list(reader)
-    if not fields or "epoch" not in fields:
-        return
-    by_epoch = {}
-    for row in rows:
-        if row.get("epoch") not in (None, ""):
-            by_epoch[int(row["epoch"])] = row
-    if len(by_epoch) == len(rows) and list(by_epoch) == sorted(by_epoch):
-        return
-    tmp = f"{csv_path}.tmp-{os.getpid()}"
-    with fileio.open_file(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for epoch in sorted(by_epoch):
-            writer.writerow(by_epoch[epoch])
-    fileio.replace(tmp, csv_path)
-
-
-RESUMES_FILE = "resumes.json"
-
-
-def _read_resumes(run_dir: str) -> list[dict]:
-    """The resume records of `run_dir/resumes.json` (an empty list if there is none)."""
-    path = os.path.join(run_dir, RESUMES_FILE)
-    if not fileio.exists(path):
-        return []
-    with fileio.open_file(path) as f:
-        return json.load(f)
-
-
-class ResumeRecorder(keras.callbacks.Callback):
-    """Placed after BackupAndRestore in a resumed run: at the start of the first epoch
-    that runs (after the restore, before the first new step) it records where the run
-    continues, `{"at_epoch": k + 1, "completed_epochs": k, "optimizer_step": S}` (epochs
-    counted from 1 as in Keras' progress lines, S = the restored
-    `optimizer.iterations`), and on the chief prints "resuming at epoch k+1 of E ..."
-    and appends the record to `run_dir/resumes.json`, which `train` folds into
-    history.json as "resumed" once the run finishes."""
-
-    def __init__(self, run_dir: str, epochs: int, chief: bool):
-        super().__init__()
-        self.run_dir, self.epochs, self.chief = run_dir, epochs, chief
-        self.record: dict | None = None
-
-    def _record(self, completed: int) -> None:
-        step = int(self.model.optimizer.iterations.numpy())
-        self.record = {"at_epoch": completed + 1, "completed_epochs": completed, "optimizer_step": step}
-        if self.chief:
-            print(
-                f"resuming at epoch {completed + 1} of {self.epochs} "
-                f"({completed} epochs completed, optimizer step {step})",
-                flush=True,
-            )
-            records = _read_resumes(self.run_dir) + [self.record]
-            write_text_atomic(os.path.join(self.run_dir, RESUMES_FILE), json.dumps(records, indent=2) + "\n")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.record is None:
-            self._record(epoch)
-
-    def on_train_end(self, logs=None):
-        if self.record is None:  # Killed after the last epoch's backup: no epoch was left.
-            self._record(self.epochs)
-
-
-class InterruptGuard(keras.callbacks.Callback):
-    """The first callback: tracks the epoch in progress and holds a Ctrl-C or SIGTERM
-    (`vae_tf.interrupts`, under the CLI) that arrives while an epoch's end is written
-    (backup, checkpoint, history.csv row, TensorBoard) until its `releaser`, the last
-    callback, has run, so that an interrupt leaves all of an epoch's files or none. From
-    `on_train_end` (where BackupAndRestore deletes its backup) it holds signals until
-    `train` has written the final weights, so that a run is never left with neither."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch: int | None = None  # epoch in progress, 0-based
-        self.completed: int | None = None  # last epoch whose end was written
-        self.releaser = _ReleaseInterrupts(self)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        interrupts.hold()
-
-    def on_train_end(self, logs=None):
-        interrupts.hold()
-
-
-class _ReleaseInterrupts(keras.callbacks.Callback):
-    def __init__(self, guard: InterruptGuard):
-        super().__init__()
-        self.guard = guard
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.guard.completed = epoch
-        interrupts.release()
-
-
 def _remove_new_entries(run_dir: str, existed: bool, before: set[str]) -> bool:
     """Removes what `train` wrote into a local `run_dir` (the directory itself if it
     created it); False where it cannot (a gfile URL)."""
@@ -298,6 +153,52 @@ def _remove_new_entries(run_dir: str, existed: bool, before: set[str]) -> bool:
         else:
             os.remove(path)
     return True
+
+
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True when several workers (processes) train together."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(tasks) for name, tasks in spec.items() if name in ("chief", "worker")) > 1
+
+
+def _write_last_completed(checkpoints: RunCheckpoints) -> None:
+    """After a stop inside `fit`: writes the last completed epoch's state, held in
+    memory, when no checkpoint holds it yet (signals held meanwhile). A failure to write
+    it is reported on stderr; the caller re-raises the error that stopped training."""
+    interrupts.hold()
+    try:
+        checkpoints.write_last_completed(backup=True)
+    except Exception as err:  # noqa: BLE001 - the stop's own error matters more
+        print(f"vae-tf: could not write the last completed epoch: {err}", file=sys.stderr)
+    finally:
+        interrupts.reset_holds()
+
+
+def process_start_time() -> float | None:
+    """The Unix time at which this process started (to 10 ms, from Linux /proc), or
+    None where that is not available."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _since(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+def _throughput(images: int, seconds: list[float] | None) -> float | None:
+    """Images per second of the median epoch after the first (its tracing and
+    compilation excluded), or of the only epoch."""
+    steady = (seconds[1:] if len(seconds) > 1 else seconds) if seconds else []
+    return images / sorted(steady)[len(steady) // 2] if steady else None
 
 
 @dataclass
@@ -317,6 +218,11 @@ def _read_history(csv_path: str) -> dict[str, list[float]]:
             history.setdefault(key, []).append(float(value) if value not in ("", None, "NA") else math.nan)
     # CSVLogger adds val_ columns (all "NA") to a run without a validation split.
     return {k: v for k, v in history.items() if not (k.startswith("val_") and all(map(math.isnan, v)))}
+
+
+# The output bias starts at the mean of (at most) this many training images: all of an
+# in-memory split of digits, the first 10,000 of a large streamed one.
+OUTPUT_BIAS_IMAGES = 10_000
 
 
 def train(
@@ -343,6 +249,7 @@ def train(
     Returns:
         TrainResult with the trained model, the history dict and the datasets.
     """
+    called = time.time()
     run_dir = fileio.absolute(run_dir)
     config_path = os.path.join(run_dir, "config.json")
     backup_dir = os.path.join(run_dir, "backup")
@@ -385,6 +292,8 @@ def train(
             seed=train_cfg.seed,
             data_dir=train_cfg.data_dir,
             manual_dir=train_cfg.manual_dir,
+            image_options=ImageOptions.of(train_cfg),
+            cache=train_cfg.cache,
         )
     splits = datasets.splits
     model_cfg = run_config.model
@@ -394,6 +303,8 @@ def train(
         if splits.num_classes is None:
             raise ConfigError("conditional=True needs labels, but this data source has none.")
         model_cfg = model_cfg.replace(num_classes=splits.num_classes)
+    if splits.class_names and splits.num_classes == len(splits.class_names):
+        model_cfg = model_cfg.replace(class_names=tuple(splits.class_names))
     run_config = RunConfig(model=model_cfg, train=train_cfg)
 
     # Workers other than the chief write into a scratch directory that is removed.
@@ -401,14 +312,28 @@ def train(
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    if splits.train.in_memory:
+        # tf.data's autotuning (a thread that models the pipeline) costs batches
+        # gathered from memory more than it buys: without it the parallel map uses every
+        # core and the prefetch buffer grows on demand, the mlp preset's steps ran 3.5%
+        # faster on 2 cores, and the end of `fit` no longer waits 0.3-4 s while the
+        # iterator's teardown stops that thread.
+        options.autotune.enabled = False
     # One iterator for the whole run: `fit` re-creates the iterator of a finite dataset
     # every epoch (pipeline start-up inside the epoch, iterator teardown between them).
     train_ds = datasets.train.with_options(options).repeat()
-    val_ds = datasets.validation.with_options(options) if datasets.validation is not None else None
+    # The validation pass: over batches held in memory (`callbacks.Validation`, one call
+    # per epoch), or, for a split too large for that, Keras' own (`validation_data`).
+    validation = val_ds = None
+    if datasets.validation is not None:
+        if Validation.fits_in_memory(splits.sizes["validation"], model_cfg.image_shape, strategy):
+            validation = Validation(datasets.validation, train_cfg.batch_size)
+        else:
+            val_ds = datasets.validation.with_options(options)
 
     with strategy.scope():
         model = VAE(model_cfg, noise_seed=train_cfg.seed)
-        model.initialize_output_bias(splits.train_images)
+        model.initialize_output_bias(splits.train.head(OUTPUT_BIAS_IMAGES)[0])
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
             jit_compile=use_xla(train_cfg, model_cfg, strategy),
@@ -421,27 +346,32 @@ def train(
 
     nan_guard = NaNGuard()
     guard = InterruptGuard()
-    callbacks = [
-        guard,
-        EpochTimer(),
-        nan_guard,
+    timer = EpochTimer()
+    checkpoints = RunCheckpoints(
         # The same directory on every worker: under MultiWorkerMirroredStrategy the chief
         # writes backup/chief, the others write throw-away copies beside it, and on
         # resume every worker restores the chief's (shared storage, as for the run).
-        keras.callbacks.BackupAndRestore(backup_dir),
-        # After BackupAndRestore: it reports the state that one restored.
-        *([ResumeRecorder(run_dir, train_cfg.epochs, chief)] if resume else []),
-        FiniteCheckpoint(
-            os.path.join(write_dir, "checkpoints", "last"), save_weights_only=True, save_freq="epoch",
-            nan_guard=nan_guard,
-        ),
-        keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=resume),
+        backup_dir,
+        os.path.join(write_dir, "checkpoints", "last"),
+        CheckpointSchedule.parse(train_cfg.checkpoint_every),
+        nan_guard=nan_guard,
+        multi_worker=_multi_worker(strategy),
+    )
+    history_csv = os.path.join(write_dir, "history.csv")
+    callbacks = [
+        guard,
+        timer,
+        nan_guard,
+        *([validation] if validation is not None else []),
+        checkpoints,
+        # After RunCheckpoints: it reports the state that one restored.
+        *([ResumeRecorder(run_dir, train_cfg.epochs, chief, history_csv)] if resume else []),
+        # An epoch's time ends here: validation, checkpoint and backup included.
+        timer.end,
+        keras.callbacks.CSVLogger(history_csv, append=resume),
+        EpochSummaries(os.path.join(write_dir, "logs")),
+        guard.releaser,
     ]
-    try:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "logs"), profile_batch=0))
-    except ImportError:  # tensorboard is a dependency, but keep training if it is missing.
-        pass
-    callbacks.append(guard.releaser)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
 
@@ -455,14 +385,19 @@ def train(
             run_config.save(config_path)
         model.fit(
             train_ds,
-            validation_data=val_ds,
+            validation_data=val_ds,  # None with `Validation`
             epochs=train_cfg.epochs,
             steps_per_epoch=datasets.steps_per_epoch,
             callbacks=callbacks,
             verbose=verbose,
         )
-    except (KeyboardInterrupt, UserError) as err:
+    except (KeyboardInterrupt, Exception) as err:
         interrupts.reset_holds()
+        # A stop between two checkpoints (Ctrl-C, SIGTERM, an error): write the last
+        # completed epoch, so that --resume continues after it.
+        _write_last_completed(checkpoints)
+        if not isinstance(err, (KeyboardInterrupt, UserError)):
+            raise
         # Before the first completed epoch a new run holds nothing worth keeping (no
         # backup to resume from): remove what this call wrote, so that the same command
         # starts over. A resumed run keeps its backup.
@@ -477,6 +412,7 @@ def train(
         raise
     if nan_guard.fired:
         interrupts.reset_holds()
+        checkpoints.write_last_completed(backup=False)  # the last good weights
         checkpoint = os.path.join(run_dir, "checkpoints", "last")
         if fileio.exists(checkpoint + ".index"):
             kept = f"The last good weights (from the last completed epoch) are kept in {checkpoint}"
@@ -487,20 +423,32 @@ def train(
             "lower --learning-rate or check the data."
         )
 
-    _dedupe_history(os.path.join(write_dir, "history.csv"))
-    history = _read_history(os.path.join(write_dir, "history.csv"))
-    seconds = history.get("step_seconds") or history.get("epoch_seconds", [])
+    dedupe_history(history_csv)
+    history = _read_history(history_csv)
     images = datasets.steps_per_epoch * train_cfg.batch_size
-    steady = seconds[1:] if len(seconds) > 1 else seconds
+    started = process_start_time()
     summary = {
         "history": history,
         "images_per_epoch": images,
-        "images_per_second": images / sorted(steady)[len(steady) // 2] if steady else None,
+        # Training throughput: images per second of the training steps.
+        "images_per_second": _throughput(images, history.get("step_seconds") or history.get("epoch_seconds")),
+        # Whole-epoch throughput: images per second of epoch wall time (validation,
+        # checkpoint and backup included).
+        "epoch_images_per_second": _throughput(images, history.get("epoch_seconds")),
+        # The first epoch this process ran (tracing and compilation included), and when
+        # it ended: seconds after the process started and after `train` was called.
+        "first_epoch": {
+            "seconds": timer.first_seconds,
+            "end_time": timer.first_end_time,
+            "since_process_start": _since(started, timer.first_end_time),
+            "since_train_call": _since(called, timer.first_end_time),
+        },
+        "checkpoints": {"every": checkpoints.schedule.describe(), "written": checkpoints.written},
         "replicas": strategy.num_replicas_in_sync,
         "split_sizes": splits.sizes,
         # Every resume of this run, in order (the chief wrote them into resumes.json
         # before its first step after each resume, so every worker reads them here).
-        "resumed": _read_resumes(run_dir) if resume else [],
+        "resumed": read_resumes(run_dir) if resume else [],
     }
     if chief:
         save_weights(model, run_dir)

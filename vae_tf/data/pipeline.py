@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from vae_tf.data.arrays import as_labels, as_pixels
 from vae_tf.data.folders import FolderSplit
-from vae_tf.data.preprocessing import EVAL_BINARIZATION_SEED, check_preprocessing, finish_batch
+from vae_tf.data.preprocessing import EVAL_BINARIZATION_SEED, binarize, check_preprocessing, finish_batch
 from vae_tf.data.sources import load_splits
 from vae_tf.data.spec import DataError, DataSpec, ImageOptions
 from vae_tf.data.splits import ArraySplit, Split, Splits
@@ -77,7 +77,12 @@ def split_pipeline(
             f"drop_remainder=True leaves no batch; use --batch-size <= {split.count}"
         )
     if isinstance(split, ArraySplit):
-        all_images, all_labels = tf.constant(split.array), tf.constant(split.labels)
+        array = split.array
+        if preprocessing == "static":
+            # Drawn once for the whole array (the same keyed draw), kept as 8 bits.
+            array = (binarize(array, seed) * 255).astype(np.uint8)
+            preprocessing = "continuous"
+        all_images, all_labels = tf.constant(array), tf.constant(split.labels)
         ds = tf.data.Dataset.range(split.count)
         if shuffle:
             ds = ds.shuffle(max(split.count, 1), seed=seed, reshuffle_each_iteration=True)

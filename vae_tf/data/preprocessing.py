@@ -6,11 +6,11 @@
 - `static`: pixels are drawn as 0/1 once, with a fixed seed.
 - `continuous`: grey levels in [0, 1] as they are (uint8 k becomes k / 255).
 
-A fixed ("static") draw is keyed by the image's position in its split and the pixel's
-position in the image, not by the batch it arrives in: the uniform number of pixel p of
-image i is a hash of (seed, i, p) (`keyed_uniform`). The same image gets the same 0/1
-pixels in a streamed, shuffled or differently batched pipeline, in numpy and in
-TensorFlow. Evaluation splits use `EVAL_BINARIZATION_SEED` for every run, the usual
+A fixed ("static") draw is keyed by the image's position i in its split, not by the
+batch it arrives in: image i gets the i-th block of one seeded numpy draw over the whole
+split (`keyed_uniform_np`, which jumps ahead in the PCG64 stream). The same image gets
+the same 0/1 pixels in a streamed, shuffled or differently batched pipeline, and the
+bundled digits the same 0/1 images as every earlier vae-tf figure. Evaluation splits use `EVAL_BINARIZATION_SEED` for every run, the usual
 protocol for reporting likelihoods on binarized MNIST.
 """
 
@@ -26,11 +26,6 @@ from vae_tf.data.spec import DataError
 PREPROCESSING = ("dynamic", "static", "continuous")
 EVAL_BINARIZATION_SEED = 0
 
-# lowbias32 (Chris Wellons' integer hash): two multiply-xorshift rounds, full avalanche.
-_M1, _M2 = 0x7FEB352D, 0x846CA68B
-_GOLDEN = 0x9E3779B9
-
-
 def check_preprocessing(preprocessing: str) -> None:
     if preprocessing not in PREPROCESSING:
         raise DataError(
@@ -38,53 +33,52 @@ def check_preprocessing(preprocessing: str) -> None:
         )
 
 
-def _hash32_np(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint32, copy=True)
-    x ^= x >> np.uint32(16)
-    x *= np.uint32(_M1)
-    x ^= x >> np.uint32(15)
-    x *= np.uint32(_M2)
-    x ^= x >> np.uint32(16)
-    return x
-
-
-def _hash32_tf(x: tf.Tensor) -> tf.Tensor:
-    shift = lambda v, n: tf.bitwise.right_shift(v, tf.constant(n, tf.uint32))  # noqa: E731
-    x = tf.bitwise.bitwise_xor(x, shift(x, 16))
-    x = x * tf.constant(_M1, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, shift(x, 15))
-    x = x * tf.constant(_M2, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, shift(x, 16))
-
-
 def keyed_uniform_np(keys: Any, image_shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Uniform numbers in [0, 1) keyed by (seed, image key, pixel index), numpy.
+    """Uniform numbers in [0, 1) for the images at positions `keys` of their split.
+
+    Image i gets the i-th block of `np.random.default_rng(seed).random((N, *image_shape),
+    dtype=np.float32)`, reached by advancing the PCG64 stream instead of drawing what
+    comes before it: the same numbers as a draw over the whole split (the protocol of
+    every earlier vae-tf figure), whatever the batch, order or source.
 
     Args:
-        keys: int array [N]: each image's position in its split.
+        keys: int array [B] of positions in the split.
         image_shape: (H, W, C).
         seed: int.
 
     Returns:
-        float32 [N, H, W, C], multiples of 2^-24; equal to `keyed_uniform` in TensorFlow.
+        float32 [B, H, W, C].
     """
-    keys = np.asarray(keys, np.int64).astype(np.uint32)  # low 32 bits
-    base = _hash32_np(np.asarray([seed & 0xFFFFFFFF], np.uint32))[0]
-    per_image = _hash32_np((keys * np.uint32(_GOLDEN)) ^ base)
-    pixels = np.arange(int(np.prod(image_shape)), dtype=np.uint32).reshape(image_shape)
-    bits = _hash32_np(pixels[np.newaxis] + per_image.reshape((-1,) + (1,) * len(image_shape)))
-    return (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24)
+    keys = np.asarray(keys, np.int64).reshape(-1)
+    size = int(np.prod(image_shape))
+    out = np.empty((len(keys), size), np.float32)
+    state = np.random.PCG64(seed).state
+    bits = np.random.PCG64()
+
+    def draw(first: int, count: int) -> np.ndarray:
+        bits.state = state
+        offset = first * size  # float32 draws use one 32-bit half of a 64-bit output each
+        bits.advance(offset // 2)
+        generator = np.random.Generator(bits)
+        if offset % 2:
+            generator.integers(0, 2**32, dtype=np.uint32)
+        return generator.random(count * size, dtype=np.float32)
+
+    if len(keys) and np.array_equal(keys, keys[0] + np.arange(len(keys))):
+        out[:] = draw(int(keys[0]), len(keys)).reshape(len(keys), size)  # a run of keys: one draw
+    else:
+        for row, key in enumerate(keys):
+            out[row] = draw(int(key), 1)
+    return out.reshape((len(keys), *image_shape))
 
 
 def keyed_uniform(keys: tf.Tensor, image_shape: tuple[int, ...], seed: int) -> tf.Tensor:
-    """`keyed_uniform_np` in TensorFlow: keys int64 [B] -> float32 [B, H, W, C]."""
-    keys = tf.cast(tf.bitwise.bitwise_and(tf.cast(keys, tf.int64), 0xFFFFFFFF), tf.uint32)
-    base = tf.constant(_hash32_np(np.asarray([seed & 0xFFFFFFFF], np.uint32))[0], tf.uint32)
-    per_image = _hash32_tf(tf.bitwise.bitwise_xor(keys * tf.constant(_GOLDEN, tf.uint32), base))
-    n = int(np.prod(image_shape))
-    pixels = tf.constant(np.arange(n, dtype=np.uint32).reshape(image_shape))
-    bits = _hash32_tf(pixels[tf.newaxis] + tf.reshape(per_image, [-1] + [1] * len(image_shape)))
-    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (2.0**-24)
+    """`keyed_uniform_np` inside a TensorFlow graph: keys int64 [B] -> float32 [B, H, W, C]."""
+    shape = tuple(int(d) for d in image_shape)
+    uniform = tf.numpy_function(
+        lambda k: keyed_uniform_np(k, shape, seed), [keys], tf.float32, stateful=False
+    )
+    return tf.ensure_shape(uniform, [None, *shape])
 
 
 def to_unit(images: tf.Tensor) -> tf.Tensor:

@@ -221,8 +221,10 @@ class Splits:
     """The three splits of one source.
 
     Args:
-        train, validation, test: `Split`s. Validation and test are the source's own,
-            else slices held out of train (see `carve`); either may be empty.
+        train: Split. The training images.
+        validation: Split. The source's own validation split, else a slice held out
+            of train (see `carve`); may be empty.
+        test: Split. The source's own test split, else a held-out slice; may be empty.
         image_shape: (H, W, C) of one image.
         num_classes: number of label classes, None when unlabelled.
         has_test_split: False when the source had no test split (test is then the
