@@ -3,10 +3,11 @@
 
     python benchmarks/bench_epoch.py --out /tmp/vae-epoch                 # 3 rounds, 30 epochs each
     python benchmarks/bench_epoch.py --out /tmp/vae-epoch --rounds 1 --epochs 4   # a smoke test, not a result
-    python benchmarks/bench_epoch.py --variants "default;--jit"            # also the preset with XLA
+    python benchmarks/bench_epoch.py --variants default                    # the default only (not --jit)
 
 Each round runs, one after the other on the same machine, `vae-tf train --data bundled
---preset mlp` (a subprocess, as a user runs it) and the pytorch/examples peer
+--preset mlp` (a subprocess, as a user runs it; by default twice: as configured, and
+with `--jit`, the step XLA-compiled) and the pytorch/examples peer
 (`../shared/peers/peers_torch.py`, through the torch venv's python: `--torch-python`,
 or the environment variable VAE_BENCH_TORCH_PYTHON) on the same 4,000 training digits.
 From our run's `history.json`:
@@ -186,8 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
     p.add_argument("--rounds", type=int, default=3, help="back-to-back rounds (default 3)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run, ours and the peer's (default: the preset's)")
-    p.add_argument("--variants", default="default",
-                   help="semicolon-separated flag sets for our runs, 'default' for none (e.g. 'default;--jit')")
+    p.add_argument("--variants", default="default;--jit",
+                   help="semicolon-separated flag sets for our runs, 'default' for none (default: 'default;--jit', "
+                   "the default configuration and the step XLA-compiled)")
     p.add_argument("--torch-python", default=TORCH_PYTHON,
                    help="python of a venv with torch (default: $VAE_BENCH_TORCH_PYTHON or ~/.cache/vae-tf-torch-venv)")
     p.add_argument("--commit-results", action="store_true", help="also write benchmarks/epoch.json and epoch.md")

@@ -292,3 +292,38 @@ def test_merge_keeps_stage_load_and_apart_pair_rounds_of_another_split(bench):
     run_all.merge_earlier(results, earlier, "old.json", pair_rounds=True)
     assert results["stage_load"]["grid"] == {"load_before": LOAD_A, "load_after": LOAD_B}
     assert results["pairs"]["mlp"]["ours_images_per_second"] == [11.0]  # not mixed with the old rounds
+
+
+def test_epoch_benchmark_ratios_and_targets():
+    """benchmarks/bench_epoch.py: per round, our whole-epoch images/s over the peer's
+    training images/s; the median over rounds against 1.2x, the first epoch against
+    1.5 s, for every variant."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        bench_epoch = importlib.import_module("bench_epoch")
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+    def ours(whole, first):
+        return {"epoch_images_per_second": whole, "step_images_per_second": whole * 1.05, "overhead_share": 0.05,
+                "first_epoch_seconds": first, "launch_to_first_epoch_end_seconds": first + 7, "wall_seconds": 20.0,
+                "load_before": [1.0, 1.0, 1.0], "load_after": [1.5, 1.0, 1.0]}
+
+    rounds = [
+        {"default": ours(15_000, 1.4), "--jit": ours(18_000, 5.0), "peer": {"images_per_second": 12_000}},
+        {"default": ours(13_000, 1.6), "--jit": ours(17_000, 5.2), "peer": {"images_per_second": 13_000}},
+        {"default": ours(14_000, 1.3), "--jit": ours(15_000, 4.8), "peer": {"images_per_second": 10_000}},
+    ]
+    summary = bench_epoch.summarize(rounds, ["default", "--jit"])
+    default, jit = summary["default"], summary["--jit"]
+    assert default["ratios"] == pytest.approx([1.0, 1.25, 1.4])
+    assert default["median_ratio"] == pytest.approx(1.25) and default["ratio_met"]
+    assert default["first_epoch_seconds"] == 1.4 and default["first_epoch_met"]
+    assert jit["median_ratio"] == pytest.approx(1.5) and not jit["first_epoch_met"]
+    assert summary["peer_images_per_second"] == 12_000
+    results = {"machine": {"date": "d", "cpu": "c", "cores": 2, "tensorflow": "t", "commit": "x"}, "rounds_run": 3,
+               "epochs": None, "num_train_images": 4000, "variants": ["default", "--jit"], "rounds": rounds,
+               "summary": summary}
+    text = bench_epoch.markdown(results)
+    assert "| default | 14,000 | 14,700 | 5.0% | 1.40 | 8.40 | 20.0 | **1.25** (1.00, 1.25, 1.40) |" in text
+    assert "- --jit: ratio met (1.50), first epoch not met (5.00 s)" in text

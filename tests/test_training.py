@@ -325,3 +325,24 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     assert worst < 1e-4, worst
     # The weights moved far more than that from their initialization.
     assert one["loss"][1] < one["loss"][0] - 1
+
+
+def test_evaluate_is_never_xla_compiled(heldout_binary):
+    """`VAE.make_test_function` keeps the evaluation step out of XLA even when the
+    train step is compiled (`jit_compile=True`, the default on a GPU): XLA draws other
+    numbers for the same stateless noise, so a compiled pass would differ from the
+    uncompiled step by about 0.1-1 nats (Keras reads `jit_compile` when it traces the
+    function, after `make_test_function` returned)."""
+    import tf_keras as keras
+
+    x = heldout_binary[0][:64]
+    labels = np.zeros(len(x), np.int32)
+    model = VAE(SMALL_MODEL)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    evaluated = model.evaluate(x, labels, batch_size=64, verbose=0, return_dict=True)
+    for metric in model.metrics:
+        metric.reset_state()
+    eager = {k: float(v) for k, v in model.test_step((tf.constant(x), tf.constant(labels))).items()}
+    assert model.jit_compile  # the train step would still be compiled
+    for name in ("loss", "reconstruction", "kl", "elbo"):
+        assert evaluated[name] == pytest.approx(eager[name], rel=1e-5, abs=1e-3), name

@@ -107,12 +107,12 @@ def use_xla(train: TrainConfig, model: VAEConfig, strategy: tf.distribute.Strate
 
     On a CPU XLA does not pay for itself (2 cores, the bundled digits, `model` any of
     the presets): compiling the step takes 3-5 s of CPU, which a default-length run
-    (30 epochs of 31 steps) does not win back. The `mlp` preset's steps run 15% faster
-    compiled (the first epoch then takes 4-7 s instead of 1.4-1.9 s, and the run
-    breaks even after about 100 epochs); the default configuration's run 1.3-1.8x
-    slower (IWAE with 5 samples and the mixture prior: 9.7 s of compile against
-    2.3 s of tracing); convolutions 1.6-2.7x slower than oneDNN's. `--jit` turns it
-    on for long runs of small MLPs."""
+    (30 epochs of 31 steps) does not win back. The `mlp` preset's steps take 15-25%
+    less time compiled (the first epoch then takes 4-7 s instead of 1.4-2.1 s, and the
+    run breaks even after 60-100 epochs); the default configuration's run 1.3-1.8x
+    slower (IWAE with 5 samples and the mixture prior: 9.7 s of compile against 2.3 s
+    of tracing); convolutions 1.6-2.7x slower than oneDNN's. `--jit` turns it on for
+    long runs of small MLPs."""
     if _replicas_on_cpus_only(strategy):
         return False
     if train.jit_compile is not None:
@@ -316,7 +316,7 @@ def train(
         # tf.data's autotuning (a thread that models the pipeline) costs batches
         # gathered from memory more than it buys: without it the parallel map uses every
         # core and the prefetch buffer grows on demand, the mlp preset's steps ran 3.5%
-        # faster on 2 cores, and the end of `fit` no longer waits 0.3-4 s while the
+        # faster on 2 cores, and the end of `fit` no longer waits 0.3-10 s while the
         # iterator's teardown stops that thread.
         options.autotune.enabled = False
     # One iterator for the whole run: `fit` re-creates the iterator of a finite dataset
