@@ -14,7 +14,8 @@ its own process, alone on the machine:
   largest folder with the smallest: at most +1.3 GB with `--cache memory` (the uint8
   pixels of 90,000 more images are 1.1 GB) and at most +0.3 GB with `--cache none`.
 - speed: training images/s (median over the epochs after the first, from the run's
-  history.json) of `--architecture conv` on the smallest folder, streamed
+  history.json) of `--architecture conv --iwae-samples 1` (one decoder pass per image:
+  the lightest conv step, where input costs show most) on the smallest folder, streamed
   (`--cache none`) against cached (`--cache memory`); target: streamed >= 90 %.
 
 Every entry records the machine's load averages before and after it. Results go to
@@ -127,7 +128,7 @@ def main() -> None:
     small = os.path.join(folders[sizes[0]]["path"], "images")
     for cache in ("memory", "none"):
         entry = train_run(args.work, small, f"speed-conv-{cache}", cache,
-                          ["--architecture", "conv", "--epochs", str(args.speed_epochs)])
+                          ["--architecture", "conv", "--iwae-samples", "1", "--epochs", str(args.speed_epochs)])
         speed.append(entry)
         print(f"[speed] conv, cache {cache}: {entry['images_per_second']:.0f} images/s "
               f"(load {entry['load_before']} -> {entry['load_after']})", flush=True)

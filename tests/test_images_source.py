@@ -291,3 +291,19 @@ def test_tfds_colour_dataset_trains_one_epoch(monkeypatch, tmp_path):
     history = result.history["history"]
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0]) and np.isfinite(history["val_elbo"][0])
     assert result.history["split_sizes"] == {"train": 58, "validation": 6, "test": 64}
+
+
+def test_large_arrays_are_gathered_from_numpy(folder, monkeypatch):
+    """Past `LARGE_ARRAY_BYTES` an in-memory split is gathered from numpy (no second
+    copy in a TensorFlow constant): the same batches as the constant path."""
+    from vae_tf.data import pipeline
+
+    splits = data.load_splits(f"images:{folder}", validation_fraction=0, test_fraction=0)
+    cached = splits.train.cached()
+    small = batches(data.split_pipeline(cached, batch_size=16, preprocessing="dynamic", shuffle=True, seed=4))
+    monkeypatch.setattr(pipeline, "LARGE_ARRAY_BYTES", 1024)
+    large = batches(data.split_pipeline(cached, batch_size=16, preprocessing="dynamic", shuffle=True, seed=4))
+    assert len(small) == len(large) == 5
+    for (xa, ya), (xb, yb) in zip(small, large):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)

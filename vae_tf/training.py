@@ -221,8 +221,16 @@ def _read_history(csv_path: str) -> dict[str, list[float]]:
 
 
 # The output bias starts at the mean of (at most) this many training images: all of an
-# in-memory split of digits, the first 10,000 of a large streamed one.
+# in-memory split of digits, fewer of large pictures (at most 64 MiB of float32 pixels).
 OUTPUT_BIAS_IMAGES = 10_000
+OUTPUT_BIAS_BYTES = 64 << 20
+
+
+def output_bias_images(image_shape) -> int:
+    """How many training images the output bias is fitted to: up to 10,000, and at most
+    64 MiB of float32 pixels (all 4,000 bundled digits; 1,365 64x64 RGB pictures)."""
+    per_image = 4 * math.prod(int(d) for d in image_shape)
+    return max(1, min(OUTPUT_BIAS_IMAGES, OUTPUT_BIAS_BYTES // per_image))
 
 
 def train(
@@ -333,7 +341,7 @@ def train(
 
     with strategy.scope():
         model = VAE(model_cfg, noise_seed=train_cfg.seed)
-        model.initialize_output_bias(splits.train.head(OUTPUT_BIAS_IMAGES)[0])
+        model.initialize_output_bias(splits.train.head(output_bias_images(splits.image_shape))[0])
         model.compile(
             optimizer=make_optimizer(train_cfg, datasets.steps_per_epoch),
             jit_compile=use_xla(train_cfg, model_cfg, strategy),

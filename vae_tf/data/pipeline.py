@@ -31,6 +31,9 @@ from vae_tf.data.splits import ArraySplit, Split, Splits
 
 CACHE_MODES = ("auto", "memory", "none", "file:PATH")
 AUTO_CACHE_BYTES = 1 << 30
+# In-memory arrays larger than this are gathered batch by batch from numpy, not through a
+# TensorFlow constant (which copies them).
+LARGE_ARRAY_BYTES = 256 << 20
 
 
 def check_cache(cache: str) -> None:
@@ -82,12 +85,24 @@ def split_pipeline(
             # Drawn once for the whole array (the same keyed draw), kept as 8 bits.
             array = (binarize(array, seed) * 255).astype(np.uint8)
             preprocessing = "continuous"
-        all_images, all_labels = tf.constant(array), tf.constant(split.labels)
+        all_labels = tf.constant(split.labels)
         ds = tf.data.Dataset.range(split.count)
         if shuffle:
             ds = ds.shuffle(max(split.count, 1), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(lambda index: (tf.gather(all_images, index), tf.gather(all_labels, index), index))
+        if array.nbytes <= LARGE_ARRAY_BYTES:
+            all_images = tf.constant(array)
+            ds = ds.map(lambda index: (tf.gather(all_images, index), tf.gather(all_labels, index), index))
+        else:
+            # tf.constant would copy the array (two copies of a large split in RAM, and a
+            # graph constant past protobuf's 2 GB): gather each batch from numpy instead.
+            shape, dtype = (None, *split.image_shape), tf.as_dtype(array.dtype)
+
+            def gather(index):
+                images = tf.numpy_function(lambda i: array[i], [index], dtype, stateful=False)
+                return tf.ensure_shape(images, shape), tf.gather(all_labels, index), index
+
+            ds = ds.map(gather)
     else:
         if file_cache is not None:
             ds = split.elements().cache(file_cache)
@@ -109,10 +124,13 @@ def split_pipeline(
         images, labels, keys = batch
         return finish_batch(images, keys, draw_seed, mode=preprocessing, seed=seed), labels
 
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    in_memory = isinstance(split, ArraySplit)
+    # A streamed split keeps a fixed number of finished batches ready: autotuned buffers
+    # grow with the run (hundreds of MB of float32 batches) and memory must not.
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE if in_memory else 2, deterministic=True)
     if repeat:
         ds = ds.repeat()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE if in_memory else 2)
 
 
 def make_pipeline(
