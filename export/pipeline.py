@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from vae_tf import fileio, interrupts
+from vae_tf.fileio import sha256_file
 from vae_tf.export import explorer, onnx_export, serving, tflite
 from vae_tf.export.check_serving import run_signatures
 from vae_tf.export.runtime import MANIFEST, ONNXDecoder, TFLiteDecoder
@@ -96,14 +97,6 @@ FORMATS = {
     **{tflite.filename(v): (_write_tflite(v), _run_tflite) for v in tflite.VARIANTS},
     onnx_export.FILENAME: (_write_onnx, _run_onnx),
 }
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_tree(path: str) -> str:

@@ -17,7 +17,7 @@ sha256 again, so a file damaged after the check is reported on the page too.
 
 from __future__ import annotations
 
-import hashlib
+
 import http.server
 import json
 import os
@@ -26,6 +26,7 @@ import sys
 import urllib.parse
 
 from vae_tf.config import UserError
+from vae_tf.fileio import sha256_file
 
 BUILD_COMMAND = "npm ci --prefix web && npm run --prefix web build"
 MANIFEST = "manifest.json"
@@ -49,14 +50,6 @@ CONTENT_TYPES = {
 
 class ExploreError(UserError):
     """The export or the page's build cannot be served; the message says what to do."""
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _candidates(web_dir: str | None) -> list[str]:
@@ -146,7 +139,7 @@ def check_export(export_dir: str) -> tuple[dict, list[str]]:
             "exports made before the explorer lack it): add it with "
             f"`vae-tf export RUN_DIR --out {export_dir} --explorer-only`."
         )
-    if _sha256(os.path.join(export_dir, EXPLORER)) != entry["sha256"]:
+    if sha256_file(os.path.join(export_dir, EXPLORER)) != entry["sha256"]:
         raise ExploreError(f"{export_dir}/{EXPLORER} is corrupt: its sha256 differs from {MANIFEST}'s.")
 
     if ONNX not in artifacts or not os.path.isfile(os.path.join(export_dir, ONNX)):
@@ -154,7 +147,7 @@ def check_export(export_dir: str) -> tuple[dict, list[str]]:
             f"{export_dir} has no {ONNX}, which the explorer decodes with (ONNX Runtime Web); "
             f"export the run again with `vae-tf export RUN_DIR --out {export_dir} --overwrite`."
         )
-    if _sha256(os.path.join(export_dir, ONNX)) != artifacts[ONNX]["sha256"]:
+    if sha256_file(os.path.join(export_dir, ONNX)) != artifacts[ONNX]["sha256"]:
         raise ExploreError(
             f"{export_dir}/{ONNX} is corrupt: its sha256 differs from {MANIFEST}'s; "
             f"export the run again with `vae-tf export RUN_DIR --out {export_dir} --overwrite`."
@@ -167,7 +160,7 @@ def check_export(export_dir: str) -> tuple[dict, list[str]]:
         file = os.path.join(export_dir, name)
         if not os.path.isfile(file):
             warnings.append(f"{name} is missing: the page will not offer it")
-        elif _sha256(file) != artifacts[name]["sha256"]:
+        elif sha256_file(file) != artifacts[name]["sha256"]:
             warnings.append(f"{name} is corrupt (its sha256 differs from {MANIFEST}'s): the page will not offer it")
     return manifest, warnings
 

@@ -9,6 +9,7 @@ a half-written file only if it reads while the writer renames.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 
@@ -136,3 +137,12 @@ def replace_directory(src: str | os.PathLike, dst: str | os.PathLike, last_suffi
         else:
             gfile.rename(os.path.join(src, name), os.path.join(dst, name), overwrite=True)
     rmtree(src)
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a local file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

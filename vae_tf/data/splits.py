@@ -277,14 +277,11 @@ def carve(
     `split_seed`: validation is the first `validation_fraction` of that order, test the
     last `test_fraction`, train the rest (each slice keeps the source order). The test
     slice does not depend on `validation_fraction`, and the same seed always holds out
-    the same images.
+    the same images. The fractions are checked by `load_splits`, before the source is read.
 
     Returns:
         (train, validation, test, has_test_split).
     """
-    for fraction_name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= fraction < 1.0:  # NaN fails too
-            raise DataError(f"{fraction_name} must be in [0, 1), got {fraction}")
     train = source["train"]
     if train.count == 0:
         raise DataError(f"{name} has no training images; point --data at a non-empty dataset")
