@@ -99,6 +99,8 @@ GRID: dict[str, tuple[dict, dict]] = {
     "encoder dropout 0.1": ({"dropout": 0.1}, {}),
     "weight decay 0.05 (AdamW)": ({}, {"weight_decay": 0.05}),
     "hidden 512-256": ({"hidden_units": (512, 256)}, {}),
+    "latent hierarchy 32,16 (--latent-layers)": ({"latent_layers": (32, 16)}, {}),
+    "latent hierarchy 32,16, seed 1": ({"latent_layers": (32, 16)}, {"seed": 1}),
     "prior=vamp with 16 pseudo-inputs": ({"prior": "vamp", "prior_components": 16}, {}),
     "prior=vamp with 100 pseudo-inputs": ({"prior": "vamp", "prior_components": 100}, {}),
 }

@@ -43,6 +43,9 @@ from vae_tf.export.validate import (
 from vae_tf.networks import edge_form_layers
 
 logger = logging.getLogger("vae_tf.export")
+# One INFO record per artifact as it is verified (`vae-tf export` prints them):
+# name, KiB, the difference from TF, seconds.
+PROGRESS_LINE = "%-28s %6.0f KiB%s  %.1f s"
 
 MANIFEST_FORMAT = 1
 SERVING_DIR = "serving"
@@ -196,6 +199,23 @@ def _install(tmp: str, out_dir: str, version: int, names: list[str], overwrite: 
         os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
 
 
+def latent_description(config) -> str:
+    """What the decoders' input z is, for manifest.json and the ONNX metadata."""
+    c = config
+    prior = {"normal": "N(0, I)", "mog": "the learned mixture of Gaussians (explorer.json 'prior')"}.get(c.prior, c.prior)
+    if not c.hierarchical:
+        return f"the latent code, {c.latent_dim} floats; new images: z drawn from the prior, {prior}"
+    sizes = c.latent_layers
+    lower = sum(sizes[:-1])
+    return (
+        f"the code of a {len(sizes)}-layer latent hierarchy (layer sizes {', '.join(map(str, sizes))}, bottom first): "
+        f"z[:, :{lower}] is the standard-normal noise of the lower layers (u_i = (z_i - mu_i) / sigma_i under "
+        f"p(z_i | z_>i), reparameterized top-down inside the decoder) and z[:, {lower}:] the top layer z_L; new "
+        f"images: the first {lower} entries from N(0, 1) and the last {sizes[-1]} from the prior, {prior} "
+        "(explorer.json's 'prior' is this joint prior over all of z)"
+    )
+
+
 def export_run(
     run_dir: str,
     out_dir: str,
@@ -277,6 +297,8 @@ def export_run(
         "conditional": c.conditional,
         "num_classes": c.num_classes,
         "prior": c.prior,
+        "latent_layers": list(c.latent_layers),
+        "z": latent_description(c),
         "decoder_macs_per_image": count_macs(model.decoder_body),
         "tflite_batch": tflite_batch,
         "config": run_config.to_dict(),
@@ -305,6 +327,7 @@ def export_run(
             "vae_tf_version": vae_tf.__version__,
             "model_config": c.to_dict(),
             "inputs": "z float32 [batch, latent_dim]" + (", label int32 [batch]" if c.conditional else ""),
+            "z": latent_description(c),
             "outputs": "image float32 [batch, H, W, C]: the mean of p(x|z)",
         },
     }
@@ -330,7 +353,8 @@ def export_run(
             "size_bytes": tree_size(serving_path), "sha256": sha256_tree(serving_path),
             "max_abs_diff": diff, "tolerance": TOLERANCES["saved_model"],
         }
-        logger.info("saved_model %s: %.1fs, %d bytes", serving_rel, time.perf_counter() - start, tree_size(serving_path))
+        logger.info(PROGRESS_LINE, f"saved_model ({serving_rel})", tree_size(serving_path) / 1024,
+                    f"  max |diff| vs TF {diff:.2e}", time.perf_counter() - start)
 
         # Edge decoders, converted from decoder-only SavedModels (`_decoder_dir`).
         ctx.update(tmp=tmp, decoder_dirs={})
@@ -352,7 +376,8 @@ def export_run(
                 "mean_abs_diff": float(np.mean(np.abs(output - reference))),
                 "tolerance": TOLERANCES[name],
             }
-            logger.info("%s: %.1fs, %d bytes, max |diff| %.2e", name, time.perf_counter() - start, os.path.getsize(path), diff)
+            logger.info(PROGRESS_LINE, name, os.path.getsize(path) / 1024, f"  max |diff| vs TF {diff:.2e}",
+                        time.perf_counter() - start)
         for path in ctx["decoder_dirs"].values():
             shutil.rmtree(path)
 
@@ -360,7 +385,8 @@ def export_run(
         start = time.perf_counter()
         metadata = explorer.run_explorer_metadata(model, run_config)
         manifest["explorer"] = explorer.write_json(metadata, os.path.join(tmp, explorer.EXPLORER))
-        logger.info("%s: %.1fs, %d bytes", explorer.EXPLORER, time.perf_counter() - start, manifest["explorer"]["size_bytes"])
+        logger.info(PROGRESS_LINE, explorer.EXPLORER, manifest["explorer"]["size_bytes"] / 1024, "",
+                    time.perf_counter() - start)
 
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)

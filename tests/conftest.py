@@ -3,7 +3,8 @@
 The tiny models train for a few epochs on the real bundled digits (small MLPs, so
 the whole suite stays fast on 2 CPU cores). Tests that need a trained model take
 `tiny_run` (a run directory) or `tiny_model` (the loaded VAE); conditional tests take
-`tiny_conditional_run` / `tiny_conditional_model`; `exported` / `exported_conditional`
+`tiny_conditional_run` / `tiny_conditional_model`, hierarchical ones
+`tiny_hierarchical_run`; `exported` / `exported_conditional`
 are their exports (shared by the export and the browser explorer tests).
 """
 
@@ -66,6 +67,13 @@ def tiny_conditional_run(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_conditional_model(tiny_conditional_run):
     return load(tiny_conditional_run)
+
+
+@pytest.fixture(scope="session")
+def tiny_hierarchical_run(tmp_path_factory) -> str:
+    """Run directory of the tiny VAE with two stochastic layers (8 at the bottom, 4 at
+    the top) and the default mixture prior over the top layer."""
+    return _train_tiny(tmp_path_factory, "tiny_hierarchical", latent_layers=(8, 4), prior="mog")
 
 
 @pytest.fixture(scope="session")

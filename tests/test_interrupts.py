@@ -2,7 +2,7 @@
 traceback, no partial output, and a training run that `--resume` continues.
 
 The commands run as real subprocesses that receive real signals, sent once the
-command is busy: training has written its first history row or printed "Epoch 1/",
+command is busy: training has written its first history row or printed "training: ...",
 evaluate has printed its note, report its "computing log p(x)" line, and export has
 created its temporary directory.
 """
@@ -162,7 +162,8 @@ def test_train_interrupted_mid_run_then_resumed(tmp_path, capsys, signum, status
 def test_train_interrupted_before_the_first_epoch_completed(tmp_path):
     run = tmp_path / "run"
     proc, out_path, err_path = _start(tmp_path, "train", "--out", str(run), *TRAIN_FLAGS)
-    _wait_for(proc, lambda: "Epoch 1/" in out_path.read_text(), "epoch 1 started", err_path)
+    # "training: ..." is printed as training begins, right before epoch 1 starts.
+    _wait_for(proc, lambda: "training: " in out_path.read_text(), "epoch 1 started", err_path)
     time.sleep(0.2)
     assert _rows(run / "history.csv") == [], "epoch 1 finished before the signal; the test needs slower epochs"
     rc = _interrupt(proc, signal.SIGINT)

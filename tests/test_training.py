@@ -263,7 +263,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     # XLA draws other numbers than the TF kernels for the same stateless seed, so both
     # runs go without jit: the one-device run by config, the mirrored run asks for jit
     # and train() must turn it off, since XLA cannot compile it there.
-    model = SMALL_MODEL.replace(hidden_units=(32,))
+    model = SMALL_MODEL.replace(hidden_units=(32,), **json.loads(sys.argv[3]))
     config = RunConfig(model=model, train=SMALL_TRAIN.replace(jit_compile=True))
     out = {}
     for name, strategy, run_config in (
@@ -288,7 +288,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+@pytest.mark.parametrize("changes", [{}, {"latent_layers": [8, 4]}], ids=["one-layer", "hierarchy"])
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path, changes):
     """Two logical CPU devices must be configured before TensorFlow starts, so this runs
     in a subprocess. Same data, seed and initial weights; the training noise is a
     stateless function of (noise_seed, step, position in the global batch), so two
@@ -301,7 +302,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), os.path.dirname(__file__)],
+        [sys.executable, str(script), str(tmp_path), os.path.dirname(__file__), json.dumps(changes)],
         capture_output=True, text=True, timeout=600, env=env,
     )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]

@@ -16,10 +16,16 @@ import os
 import sys
 import traceback
 
+from vae_tf import __version__
+
 DATA_HELP = "dataset SPEC: bundled | tfds:NAME | idx:DIR | npz:FILE | images:DIR"
 BUG_REPORT = (
     "vae-tf: internal error (a bug): please report it on the vae-tf issue tracker, "
     "with the command and the traceback above."
+)
+VERBOSE_HELP = (
+    "also show what TensorFlow and the other libraries print (C++ log lines, deprecation warnings); "
+    "the same as the environment variable VAE_TF_VERBOSE=1"
 )
 
 DESCRIPTION = """\
@@ -39,6 +45,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults: the preset, then --config, then these flags)")
     g.add_argument("--architecture", choices=("mlp", "conv", "resnet"), help="encoder/decoder networks")
     g.add_argument("--latent-dim", type=int, help="size of the latent z")
+    g.add_argument("--latent-layers", type=_int_list, metavar="D1,D2,...",
+                   help="a hierarchy of stochastic layers, bottom (next to x) first, e.g. 32,16")
     g.add_argument("--hidden-units", type=_int_list, help="MLP widths, e.g. 512,256")
     g.add_argument("--conv-filters", type=_int_list, help="conv stage filters, e.g. 32,64")
     g.add_argument("--dense-units", type=int, help="dense layer between convolutions and latent")
@@ -52,6 +60,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="p(z): N(0,I), learned mixture of Gaussians (default; one per class with --conditional) or VampPrior")
     g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
     g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit)")
+    g.add_argument("--conditioning", choices=("input", "every_layer"),
+                   help="where the decoder reads the label: its input, or every dense layer")
     g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
     g.add_argument("--kl-warmup-steps", type=int, help="ramp the KL weight from 0 over this many steps")
     g.add_argument("--free-bits", type=float, help="minimum KL charged per image, nats")
@@ -93,9 +103,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 _MODEL_FLAGS = (
-    "architecture", "latent_dim", "hidden_units", "conv_filters", "dense_units", "likelihood", "likelihood_components",
+    "architecture", "latent_dim", "latent_layers", "hidden_units", "conv_filters", "dense_units", "likelihood", "likelihood_components",
     "gaussian_sigma",
-    "posterior", "flow_layers", "prior", "prior_components", "conditional", "beta", "kl_warmup_steps",
+    "posterior", "flow_layers", "prior", "prior_components", "conditional", "conditioning", "beta", "kl_warmup_steps",
     "free_bits", "iwae_samples", "dropout",
 )
 _TRAIN_FLAGS = (
@@ -140,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vae-tf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"vae-tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a VAE and write its run directory",
@@ -220,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.add_argument("--web", metavar="DIR", help="the built page (default: web/dist of the vae-tf repository)")
-    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="log every request")
+    for p in sub.choices.values():  # --verbose after the command too (`vae-tf train --verbose ...`)
+        if "--verbose" not in p._option_string_actions:
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -238,6 +253,14 @@ def _run_config_from_args(args):
         model = model.replace(**{k: getattr(file_model, k) for k in given.get("model", {})})
         train = train.replace(**{k: getattr(file_train, k) for k in given.get("train", {})})
     model_changes = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
+    layers = model_changes.get("latent_layers")
+    if layers and "latent_dim" in model_changes and model_changes["latent_dim"] != sum(layers):
+        from vae_tf.config import UsageError
+
+        raise UsageError(
+            f"--latent-dim {model_changes['latent_dim']} disagrees with --latent-layers "
+            f"{','.join(map(str, layers))} (a hierarchy's code has {sum(layers)} dimensions); leave out --latent-dim."
+        )
     train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
     return RunConfig(model=model.replace(**model_changes), train=train.replace(**train_changes))
 
@@ -267,46 +290,49 @@ def _eval_split(run_config, spec, split):
     return images, labels, note
 
 
-def _print_data_summary(spec: str, datasets) -> None:
-    """One line on what was trained on, and one per note (skipped or ignored files)."""
-    splits = datasets.splits
-    if str(spec) != "bundled":
-        h, w, c = splits.image_shape
-        sizes = ", ".join(f"{n:,} {name}" for name, n in splits.sizes.items())
-        classes = ""
-        if splits.class_names:
-            shown = ", ".join(splits.class_names[:5]) + (", ..." if len(splits.class_names) > 5 else "")
-            classes = f"; {len(splits.class_names)} classes ({shown})"
-        where = "in memory" if splits.train.in_memory else "streamed"
-        print(f"data: {spec}: {h}x{w}x{c} images, {sizes}{classes}; training images {where}")
-    for note in datasets.notes:
-        print(f"data: {note}")
+def _train_summary(args, history: dict, seconds: float) -> list[str]:
+    """The lines that end `vae-tf train`: what was trained, in how long, how well, where
+    the files are and what to run next."""
+    import shlex
+
+    from vae_tf.progress import format_seconds
+
+    epochs = history["history"].get("epoch", [])
+    resumed = history.get("resumed") or []
+    what = (f"trained epochs {resumed[-1]['at_epoch']}-{len(epochs)} of {len(epochs)} (resumed)" if resumed
+            else f"trained {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}")
+    speed = f", {history['images_per_second']:,.0f} images/s" if history.get("images_per_second") else ""
+    val = history["history"].get("val_elbo")
+    if val:
+        best = max(range(len(val)), key=lambda i: val[i])
+        best_epoch = int(epochs[best]) + 1 if len(epochs) == len(val) else best + 1
+        quality = f"; validation -ELBO {-val[-1]:.2f} nats (best {-val[best]:.2f}, epoch {best_epoch})"
+    else:
+        quality = " (no validation split)"
+    out = shlex.quote(args.out)
+    files = "config.json, weights/, history.csv, TensorBoard logs/"
+    if not args.no_pictures:
+        files += ", samples.png, reconstructions.png"
+    return [
+        f"{what} in {format_seconds(seconds)}{speed}{quality}",
+        f"run directory: {args.out} ({files})",
+        f"next: vae-tf evaluate {out}",
+        f"      vae-tf export {out} --out {shlex.quote(args.out.rstrip('/') + '/export')}",
+    ]
 
 
 def cmd_train(args) -> int:
-    import numpy as np
+    import time
 
     from vae_tf import plots
     from vae_tf.training import train
 
     run_config = _run_config_from_args(args)
+    start = time.perf_counter()
     result = train(run_config, args.out, resume=args.resume)
-    _print_data_summary(run_config.train.data, result.datasets)
+    seconds = time.perf_counter() - start
     args.trained = True  # an interrupt from here on stops the pictures only
     model, history = result.model, result.history
-    last = {k: v[-1] for k, v in history["history"].items()}
-    validation = f"; validation -ELBO {-last['val_elbo']:.2f} nats" if "val_elbo" in last else " (no validation split)"
-    print(
-        f"trained {len(history['history'].get('epoch', []))} epochs at "
-        f"{history['images_per_second']:.0f} images/s{validation}"
-    )
-    first = history["first_epoch"]
-    if first["seconds"] is not None:
-        since = first["since_process_start"]
-        print(
-            f"whole epochs (validation and checkpoints included): {history['epoch_images_per_second']:.0f} images/s; "
-            f"first epoch {first['seconds']:.1f} s" + (f", ended {since:.1f} s after start" if since is not None else "")
-        )
     if not args.no_pictures:
         cfg = model.config
         plots.save_prior_samples(model, os.path.join(args.out, "samples.png"))
@@ -320,8 +346,7 @@ def cmd_train(args) -> int:
             x, model.reconstruct(x, y).numpy(), os.path.join(args.out, "reconstructions.png"),
             "held-out images (input) and their reconstructions",
         )
-        print(f"pictures: {os.path.join(args.out, 'samples.png')}, {os.path.join(args.out, 'reconstructions.png')}")
-    print(f"run directory: {args.out}")
+    print("\n".join(_train_summary(args, history, seconds)))
     return 0
 
 
@@ -338,7 +363,7 @@ def cmd_evaluate(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     result = evaluate_likelihood(
         model, images, labels, num_samples=args.iwae_samples, batch_size=args.batch_size, seed=args.seed,
-        progress=sys.stderr.isatty() and not args.json,
+        progress=not args.json,
     )
     result.update(split=args.split, data=args.data or run_config.train.data)
     if args.ood or args.ood_data:
@@ -348,7 +373,8 @@ def cmd_evaluate(args) -> int:
         if args.ood_data:
             other_images, _, _ = _eval_split(run_config, args.ood_data, args.split)
             other = {args.ood_data: other_images[: len(images)]}
-        result["ood"] = ood_report(model, images, labels, other=other, num_samples=args.iwae_samples, seed=args.seed)
+        result["ood"] = ood_report(model, images, labels, other=other, num_samples=args.iwae_samples, seed=args.seed,
+                                   progress=not args.json)
     if not args.json:
         print(
             f"{result['data']} [{args.split}], {result['num_images']} images: "
@@ -455,13 +481,33 @@ def cmd_export(args) -> int:
         print(f"  {entry['path']}: {entry['size_bytes'] / 1024:.0f} KiB")
         print(f"added {entry['path']} to {args.out}")
         return 0
-    manifest = export_run(
-        args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset,
-        tflite_batch=args.tflite_batch,
-    )
-    for name, entry in manifest["artifacts"].items():
-        print(f"  {name}: {entry['size_bytes'] / 1024:.0f} KiB, max |diff| vs TF {entry['max_abs_diff']:.2e}")
-    print(f"exported to {args.out}")
+    import logging
+    import shlex
+
+    class PrintLine(logging.Handler):  # each artifact as it is verified (export/pipeline.py)
+        def emit(self, record):
+            print("  " + record.getMessage(), flush=True)
+
+    print(f"exporting {args.run_dir} to {args.out}: SavedModel, TFLite and ONNX decoders, each checked against TF",
+          flush=True)
+    logger, handler = logging.getLogger("vae_tf.export"), PrintLine(logging.INFO)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        export_run(
+            args.run_dir, args.out, version=args.version, overwrite=args.overwrite, opset=args.opset,
+            tflite_batch=args.tflite_batch,
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    out = shlex.quote(args.out)
+    print(f"exported to {args.out} (manifest.json lists every file)")
+    print(f"next: vae-tf explore {out}")
+    print(f"      vae-tf sample --model {out} --num 64 --out samples.png")
     return 0
 
 
@@ -520,7 +566,22 @@ def _interrupted(args, err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vae_tf.quiet import quiet_cli, verbose_from_env
+
+    # Before TensorFlow is imported: it logs while its libraries load (`vae_tf.quiet`).
+    # `explore` imports no TensorFlow, and may start a browser that would hold the filter.
+    with quiet_cli(args.verbose or verbose_from_env(), native=args.command != "explore"):
+        return _run(args)
+
+
+def _finish_progress_line() -> None:
+    """Ends a progress bar that an error or an interrupt left open (`vae_tf.progress`)."""
+    progress = sys.modules.get("vae_tf.progress")  # not imported: no bar was drawn
+    if progress is not None:
+        progress.finish_line()
+
+
+def _run(args) -> int:
     from vae_tf import interrupts
     from vae_tf.config import UserError
 
@@ -529,16 +590,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except UserError as err:
+            _finish_progress_line()
             if args.debug:
                 raise
             print(f"vae-tf: error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (interrupts.Interrupted)
+            _finish_progress_line()
             if args.debug:
                 traceback.print_exc()
             print(_interrupted(args, err), file=sys.stderr)
             return interrupts.exit_status(err)
         except Exception as err:  # noqa: BLE001
+            _finish_progress_line()
             if isinstance(err, OSError) and err.filename:
                 # A file that cannot be read or written (permissions, a full disk): not a bug.
                 if args.debug:

@@ -25,6 +25,7 @@ ARCHITECTURES = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic_mixture")
 POSTERIORS = ("diag", "full", "iaf")
 PRIORS = ("normal", "mog", "vamp")
+CONDITIONING = ("input", "every_layer")
 PREPROCESSING = ("dynamic", "static", "continuous")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -147,7 +148,16 @@ class VAEConfig:
 
     Args:
         image_shape: (H, W, C) of the images, pixels in [0, 1]. Defaults to (28, 28, 1).
-        latent_dim: size D of the latent z. Defaults to 32.
+        latent_dim: size D of the latent z. Defaults to 32. With `latent_layers` it is
+            set to their sum (the size of the hierarchy's code).
+        latent_layers: sizes (d_1, ..., d_L) of L >= 2 stochastic layers, the bottom
+            layer (next to x) first and the top last, e.g. (32, 16): a hierarchy with a
+            top-down generative path and top-down inference (`vae_tf.hierarchy`).
+            The model's latent code z is then (u_1, ..., u_L), D = sum(d_i) floats: u_i the
+            standard-normal coordinates of layer i < L under its prior given the layers
+            above, u_L the top layer itself (so the exported decoder needs no random
+            op). Needs posterior="diag" and prior "normal" or "mog" (over the top
+            layer). () (the default): one layer of `latent_dim`.
         architecture: encoder/decoder body: "mlp", "conv" (strided convolutions) or
             "resnet" (convolutions with residual blocks). Defaults to "mlp".
         hidden_units: widths of the MLP hidden layers (encoder order; the decoder
@@ -180,6 +190,10 @@ class VAEConfig:
             so that latents drawn for a label decode to that label.
         prior_components: mixture components of "mog" / pseudo-inputs of "vamp".
         conditional: condition encoder and decoder on the integer label.
+        conditioning: where a conditional decoder reads the one-hot label: "input"
+            (concatenated with z) or "every_layer" (also appended to the output of
+            every dense layer, `networks.LabelledDense`; a convolutional decoder's
+            convolutions do not read it).
         num_classes: number of labels of a conditional model.
         class_names: name of each label (label i is `class_names[i]`), from the data
             (a folder's class subfolders, a TFDS dataset's label names); None: numbers.
@@ -197,6 +211,7 @@ class VAEConfig:
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     latent_dim: int = 32
+    latent_layers: tuple[int, ...] = ()
     architecture: str = "mlp"
     hidden_units: tuple[int, ...] = (400, 256)
     conv_filters: tuple[int, ...] = (32, 64)
@@ -214,6 +229,7 @@ class VAEConfig:
     prior: str = "mog"
     prior_components: int = 16
     conditional: bool = False
+    conditioning: str = "input"
     num_classes: int = 10
     class_names: tuple[str, ...] | None = None
     beta: float = 1.0
@@ -223,7 +239,7 @@ class VAEConfig:
 
     def __post_init__(self):
         _check_numbers(self)
-        for name in ("image_shape", "hidden_units", "conv_filters"):
+        for name in ("image_shape", "hidden_units", "conv_filters", "latent_layers"):
             object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
         if self.class_names is not None:
             names = tuple(self.class_names)
@@ -237,6 +253,9 @@ class VAEConfig:
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         _check_choice("posterior", self.posterior, POSTERIORS)
         _check_choice("prior", self.prior, PRIORS)
+        _check_choice("conditioning", self.conditioning, CONDITIONING)
+        if self.latent_layers:
+            self._check_latent_layers()
         if self.architecture == "mlp":
             if not self.hidden_units:
                 raise ConfigError("hidden_units must name at least one layer width for architecture='mlp'.")
@@ -280,6 +299,31 @@ class VAEConfig:
             tf_keras.activations.get(self.activation)
         except (ValueError, ImportError) as err:
             raise ConfigError(f"activation={self.activation!r} is not a tf_keras activation ({err}).") from None
+
+    def _check_latent_layers(self) -> None:
+        if len(self.latent_layers) < 2:
+            raise ConfigError(
+                f"latent_layers={self.latent_layers!r} must name at least two layer sizes (bottom first, e.g. "
+                "(32, 16)); for one layer set latent_dim instead."
+            )
+        for d in self.latent_layers:
+            _check_positive("latent_layers", d)
+        if self.posterior != "diag":
+            raise ConfigError(
+                f"posterior={self.posterior!r} cannot be combined with latent_layers: each layer of a hierarchy "
+                "has a diagonal Gaussian posterior; use posterior='diag'."
+            )
+        if self.prior == "vamp":
+            raise ConfigError(
+                "prior='vamp' cannot be combined with latent_layers; use prior='mog' or 'normal' (the prior of "
+                "the top layer)."
+            )
+        object.__setattr__(self, "latent_dim", sum(self.latent_layers))
+
+    @property
+    def hierarchical(self) -> bool:
+        """True for a model with `latent_layers` (two or more stochastic layers)."""
+        return bool(self.latent_layers)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

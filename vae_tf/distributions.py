@@ -91,13 +91,16 @@ def reparameterize(q: tfd.Distribution, eps: tf.Tensor) -> tuple[tf.Tensor, tf.T
     its error grows geometrically with D and the KL estimate reached -1e22 in 5 steps.
 
     Args:
-        q: a posterior from `make_posterior_head`, batch shape [B], event shape [D].
+        q: a posterior from `make_posterior_head`, batch shape [B], event shape [D]
+            (or a latent hierarchy's `HierarchicalPosterior`, which does this itself).
         eps: standard normal noise [..., B, D].
 
     Returns:
         z [..., B, D], differentiable with respect to the parameters of q, and
         log q(z) [..., B] in nats.
     """
+    if hasattr(q, "reparameterize"):  # `hierarchy.HierarchicalPosterior`
+        return q.reparameterize(eps)
     q = getattr(q, "tensor_distribution", q)  # tfp.layers wrap their output in a proxy.
     log_noise = -0.5 * tf.reduce_sum(tf.square(eps), -1) - 0.5 * eps.shape[-1] * math.log(2 * math.pi)
     if isinstance(q, tfd.Independent):
@@ -243,13 +246,19 @@ class MixturePrior(keras.layers.Layer):
     VAE): `call(label)` takes int labels [B] and returns their mixtures (batch shape
     [B]). Each class then owns a region of latent space, so a latent drawn from
     p(z|y) decodes to class y whether or not the decoder also reads the label.
+
+    With `standard_dims` S > 0 the mixture is over [S + D]: its first S coordinates are
+    N(0, 1) in every component (the lower layers' codes of a latent hierarchy,
+    `vae_tf.hierarchy`) and the learned mixture is over the last D.
     """
 
-    def __init__(self, latent_dim: int, num_components: int, num_classes: int | None = None, **kwargs):
+    def __init__(self, latent_dim: int, num_components: int, num_classes: int | None = None,
+                 standard_dims: int = 0, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.latent_dim = latent_dim
         self.num_components = num_components
         self.num_classes = num_classes
+        self.standard_dims = int(standard_dims)
 
     def build(self, input_shape=None):
         classes = [self.num_classes] if self.num_classes else []
@@ -265,9 +274,10 @@ class MixturePrior(keras.layers.Layer):
         self.logits = self.add_weight("logits", shape=[*classes, self.num_components], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, label=None):
+    def call(self, label=None, standard: bool = True):
         """The mixture (batch shape []), or each label's mixture (batch shape [B]) when the
-        prior is per class; `label` is ignored otherwise."""
+        prior is per class; `label` is ignored otherwise. `standard=False` leaves out the
+        `standard_dims` (the mixture over the last D coordinates only)."""
         locs, raw_scales, logits = self.locs, self.raw_scales, self.logits
         if self.num_classes:
             if label is None:
@@ -277,16 +287,20 @@ class MixturePrior(keras.layers.Layer):
                 )
             label = tf.cast(label, tf.int32)
             locs, raw_scales, logits = (tf.gather(w, label) for w in (locs, raw_scales, logits))
+        scales = tf.nn.softplus(raw_scales) + 1e-4
+        if self.standard_dims and standard:
+            pad = tf.concat([tf.shape(locs)[:-1], [self.standard_dims]], 0)
+            locs = tf.concat([tf.zeros(pad), locs], -1)
+            scales = tf.concat([tf.ones(pad), scales], -1)
         return DiagonalGaussianMixture(
             mixture_distribution=tfd.Categorical(logits=logits),
-            components_distribution=tfd.MultivariateNormalDiag(
-                loc=locs, scale_diag=tf.nn.softplus(raw_scales) + 1e-4
-            ),
+            components_distribution=tfd.MultivariateNormalDiag(loc=locs, scale_diag=scales),
         )
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, num_components=self.num_components, num_classes=self.num_classes)
+        config.update(latent_dim=self.latent_dim, num_components=self.num_components, num_classes=self.num_classes,
+                      standard_dims=self.standard_dims)
         return config
 
 

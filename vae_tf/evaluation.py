@@ -11,12 +11,12 @@ import sys
 import time
 
 import numpy as np
-import tf_keras as keras
 
 from vae_tf.config import RunConfig, UsageError
 from vae_tf.data import DataError, ImageOptions, Splits, eval_images, load_splits
 from vae_tf.losses import bits_per_dim
 from vae_tf.model import VAE
+from vae_tf.progress import Progress
 
 
 def eval_split(
@@ -100,6 +100,8 @@ def per_image_scores(
         labels: [N] ints, required by a conditional model.
         num_samples: k of the IWAE estimate.
         batch_size: images per call; each call decodes at most 8,192 latents at once.
+        progress: show progress on stderr (`vae_tf.progress.Progress`: a bar in a
+            terminal, a few plain lines in a long run otherwise).
 
     Returns:
         {"elbo": [N], "log_prob": [N]} in nats.
@@ -109,14 +111,18 @@ def per_image_scores(
     if model.config.conditional and labels is None:
         raise UsageError("a conditional model needs the labels of the images it evaluates.")
     elbos, log_probs = [], []
-    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        y = None if labels is None or not model.config.conditional else labels[start : start + batch_size]
-        elbos.append(model.elbo(x, y, num_samples=1, seed=seed).numpy())
-        log_probs.append(model.log_prob(x, y, num_samples=num_samples, seed=seed).numpy())
+    bar = Progress(len(images), f"IWAE k={num_samples}") if progress else None
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size]
+            y = None if labels is None or not model.config.conditional else labels[start : start + batch_size]
+            elbos.append(model.elbo(x, y, num_samples=1, seed=seed).numpy())
+            log_probs.append(model.log_prob(x, y, num_samples=num_samples, seed=seed).numpy())
+            if bar is not None:
+                bar.add(len(x))
+    finally:
         if bar is not None:
-            bar.add(len(x))
+            bar.close()
     return {"elbo": np.concatenate(elbos), "log_prob": np.concatenate(log_probs)}
 
 
@@ -234,15 +240,20 @@ def marginal_log_prob(
             model, images, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress
         )["log_prob"]
     k = model.config.num_classes
-    bar = keras.utils.Progbar(len(images) * k, unit_name="image x label") if progress else None
+    bar = Progress(len(images) * k, f"IWAE k={num_samples}, every label", unit="image x label") if progress else None
     per_label = np.empty((k, len(images)), np.float64)
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        for y in range(k):
-            labels = np.full([len(x)], y, np.int32)
-            per_label[y, start : start + len(x)] = model.log_prob(x, labels, num_samples=num_samples, seed=seed).numpy()
-            if bar is not None:
-                bar.add(len(x))
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size]
+            for y in range(k):
+                labels = np.full([len(x)], y, np.int32)
+                per_label[y, start : start + len(x)] = model.log_prob(
+                    x, labels, num_samples=num_samples, seed=seed).numpy()
+                if bar is not None:
+                    bar.add(len(x))
+    finally:
+        if bar is not None:
+            bar.close()
     top = per_label.max(axis=0)
     return top + np.log(np.exp(per_label - top).sum(axis=0)) - math.log(k)
 

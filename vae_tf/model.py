@@ -26,7 +26,8 @@ from vae_tf.distributions import (
     reparameterize,
     standard_normal,
 )
-from vae_tf.networks import build_decoder_body, build_encoder_body
+from vae_tf.hierarchy import HierarchicalPosterior, LatentHierarchy
+from vae_tf.networks import build_decoder_body, build_encoder_body, feature_width
 
 tfd = tfp.distributions
 
@@ -76,8 +77,15 @@ class VAE(keras.Model):
 
         # === Layers ===
         self.encoder_body = build_encoder_body(c)
-        self.posterior_params = keras.layers.Dense(posterior_params_size(c), dtype="float32", name="posterior_params")
-        self.posterior_head = make_posterior_head(c)
+        if c.hierarchical:
+            self.hierarchy = LatentHierarchy(c.latent_layers, feature_width(c), c.activation, name="hierarchy")
+            self.posterior_params = self.posterior_head = None
+        else:
+            self.hierarchy = None
+            self.posterior_params = keras.layers.Dense(
+                posterior_params_size(c), dtype="float32", name="posterior_params"
+            )
+            self.posterior_head = make_posterior_head(c)
         self.flow = (
             InverseAutoregressiveFlow(c.latent_dim, c.flow_layers, c.flow_hidden_units, c.activation, name="iaf")
             if c.posterior == "iaf"
@@ -87,7 +95,9 @@ class VAE(keras.Model):
         self.likelihood_head = make_likelihood_head(c)
         self.mixture_prior = (
             MixturePrior(
-                c.latent_dim, c.prior_components, num_classes=c.num_classes if c.conditional else None,
+                c.latent_layers[-1] if c.hierarchical else c.latent_dim, c.prior_components,
+                num_classes=c.num_classes if c.conditional else None,
+                standard_dims=c.latent_dim - c.latent_layers[-1] if c.hierarchical else 0,
                 name="mog_prior",
             )
             if c.prior == "mog"
@@ -107,6 +117,9 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        # A hierarchy's KL per layer (kl_1 at the bottom): a layer whose KL stays ~0 has
+        # collapsed onto its prior.
+        self.layer_kl_trackers = [keras.metrics.Mean(name=f"kl_{i + 1}") for i in range(len(c.latent_layers))]
 
         self._build_weights()
 
@@ -184,11 +197,14 @@ class VAE(keras.Model):
         return tf.broadcast_to(one_hot, tf.concat([batch_shape, [self.config.num_classes]], 0))
 
     def _posterior_base(self, x, label=None, training=False) -> tfd.Distribution:
-        """The Gaussian head q0(z|x): batch shape [B], event shape [D]."""
+        """The Gaussian head q0(z|x): batch shape [B], event shape [D] (for a latent
+        hierarchy, its `HierarchicalPosterior` over the codes)."""
         h = tf.cast(self.encoder_body(x, training=training), tf.float32)
         one_hot = self._labels(label, tf.shape(h)[:1])
         if one_hot is not None:
             h = tf.concat([h, one_hot], axis=-1)
+        if self.hierarchy is not None:
+            return HierarchicalPosterior(self.hierarchy, self.hierarchy.features(h, training=training), one_hot)
         return self.posterior_head(self.posterior_params(h))
 
     def _sample_posterior(self, x, label, eps, training=False):
@@ -215,7 +231,10 @@ class VAE(keras.Model):
         """q(z|x): a distribution with batch shape [B] and event shape [D].
 
         Diagonal or full-covariance Gaussian; for `posterior="iaf"` the Gaussian pushed
-        through the flow (a `tfd.TransformedDistribution`).
+        through the flow (a `tfd.TransformedDistribution`). For a latent hierarchy a
+        `hierarchy.HierarchicalPosterior` over the codes u (`VAEConfig.latent_layers`):
+        ancestral, reparameterized samples; `.layers_given(u)` gives each layer's
+        posterior q(z_i | x, z_{>i}) and prior p(z_i | z_{>i}).
         """
         q0 = self._posterior_base(self._check_images(x), label, training)
         if self.flow is None:
@@ -224,7 +243,8 @@ class VAE(keras.Model):
 
     def encode_mean(self, x, label=None) -> tf.Tensor:
         """A deterministic code for x [B, D]: the posterior mean (for "iaf", the flow
-        applied to the Gaussian's mean)."""
+        applied to the Gaussian's mean; for a latent hierarchy, each layer's posterior
+        mean given the means above it, as a code u)."""
         z = self._posterior_base(self._check_images(x), label).mean()
         return z if self.flow is None else self.flow(z)
 
@@ -240,6 +260,8 @@ class VAE(keras.Model):
             raise UsageError(f"expected latents of shape [..., {self.config.latent_dim}], got shape {list(z.shape)}.")
         batch_shape = tf.shape(z)[:-1]
         one_hot = self._labels(label, batch_shape)
+        if self.hierarchy is not None:
+            z = self.hierarchy(z, one_hot=one_hot)  # the code mapped top-down: [z_1, h_1]
         if one_hot is not None:
             z = tf.concat([z, one_hot], axis=-1)
         if z.shape.rank == 2:
@@ -373,14 +395,25 @@ class VAE(keras.Model):
         """Per-image terms of the objective, each [B] in nats.
 
         Returns a dict: `loss` (what is minimized), `reconstruction`
-        (E_q[-log p(x|z)]), `kl` (analytic if available, else Monte Carlo) and `elbo`.
+        (E_q[-log p(x|z)]), `kl` (analytic if available, else Monte Carlo) and `elbo`;
+        for a latent hierarchy also `kl_1` ... `kl_L`, the KL of each layer (`kl` is
+        their sum).
         """
         c = self.config
-        q0, z, log_q = self._sample_posterior(x, label, eps, training)
+        layer_kls = []
+        if self.hierarchy is not None:
+            q0 = self._posterior_base(x, label, training)
+            top_prior = None if c.prior == "normal" else self.mixture_prior(label, standard=False)
+            z, log_q, layer_kls = q0.sample_terms(eps, top_prior)
+            layer_kls = [tf.reduce_mean(kl, axis=0) for kl in layer_kls]
+        else:
+            q0, z, log_q = self._sample_posterior(x, label, eps, training)
         prior = self.prior(label)
         log_pz = prior.log_prob(z)
         log_px_z = self.decode(z, label, training=training).log_prob(x)
-        if c.posterior != "iaf" and c.prior == "normal":
+        if layer_kls:
+            kl = tf.add_n(layer_kls)  # analytic per layer given the layers above
+        elif c.posterior != "iaf" and c.prior == "normal":
             kl = tfd.kl_divergence(q0, prior)
         else:
             kl = tf.reduce_mean(log_q - log_pz, axis=0)
@@ -395,7 +428,9 @@ class VAE(keras.Model):
                 loss += kl_scale * losses.free_bits_shortfall(sample_kl, c.free_bits)
         else:
             loss = losses.negative_elbo(log_px_z, losses.apply_free_bits(kl, c.free_bits), kl_scale)
-        return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "elbo": elbo}
+        terms = {"loss": loss, "reconstruction": reconstruction, "kl": kl, "elbo": elbo}
+        terms.update({f"kl_{i + 1}": layer_kl for i, layer_kl in enumerate(layer_kls)})
+        return terms
 
     def _kl_scale(self):
         return losses.kl_weight(self.optimizer.iterations, self.config.beta, self.config.kl_warmup_steps)
@@ -414,6 +449,8 @@ class VAE(keras.Model):
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
         self.elbo_tracker.update_state(terms["elbo"])
+        for tracker in self.layer_kl_trackers:
+            tracker.update_state(terms[tracker.name])
         return {m.name: m.result() for m in self.metrics}
 
     def _training_noise(self, x):
@@ -476,7 +513,8 @@ class VAE(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker,
+                *self.layer_kl_trackers]
 
     # === Config ===
 

@@ -2,7 +2,8 @@
 distribution heads.
 
     encoder body: x [B, H, W, C] in [0, 1]  ->  features [B, F]
-    decoder body: z [B, D] (concatenated with a one-hot label when conditional)
+    decoder body: z [B, D] (concatenated with a one-hot label when conditional; for a
+                  latent hierarchy [z_1, h_1], `decoder_input_dim`)
                   ->  likelihood parameters [B, H, W, P], float32: P = C logits, or
                       M (1 + 2C) for the discretized logistic mixture
                       (`distributions.likelihood_params_per_pixel`)
@@ -222,6 +223,32 @@ class ResidualBlock(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="vae_tf")
+class LabelledDense(keras.layers.Dense):
+    """`Dense` whose input ends with a one-hot label [..., K] that it passes on: output
+    [act(W x + b), x[..., -K:]] ([..., units + K]). A chain of them gives every layer
+    of a conditional decoder the label (`VAEConfig.conditioning="every_layer"`), so
+    that the decoder cannot learn to ignore it in favour of z.
+
+    Args:
+        units: outputs of the dense layer (before the label is appended).
+        label_dim: K, the width of the label at the end of the input.
+    """
+
+    def __init__(self, units: int, label_dim: int, **kwargs):
+        super().__init__(units, **kwargs)
+        self.label_dim = int(label_dim)
+
+    def call(self, inputs):
+        return tf.concat([super().call(inputs), inputs[..., -self.label_dim:]], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(input_shape)[:-1].concatenate([self.units + self.label_dim])
+
+    def get_config(self):
+        return {**super().get_config(), "label_dim": self.label_dim}
+
+
 def build_encoder_body(config: VAEConfig) -> keras.Sequential:
     """Image [B, H, W, C] -> features [B, F] (F = last hidden width or flattened conv map)."""
     c = config
@@ -247,6 +274,22 @@ def build_encoder_body(config: VAEConfig) -> keras.Sequential:
     return keras.Sequential(layers, name="encoder_body")
 
 
+def feature_width(config: VAEConfig) -> int:
+    """Width F of the encoder body's features for an MLP or a conv body with a dense
+    layer; the bottom-up and top-down layers of a latent hierarchy use it too (256
+    for a conv body without a dense layer)."""
+    if config.architecture == "mlp":
+        return config.hidden_units[-1]
+    return config.dense_units or 256
+
+
+def decoder_input_dim(config: VAEConfig) -> int:
+    """Width of the decoder body's input: the latent (for a hierarchy, the bottom layer
+    z_1 and its top-down features h_1) plus the one-hot label of a conditional model."""
+    latent = config.latent_layers[0] + feature_width(config) if config.hierarchical else config.latent_dim
+    return latent + (config.num_classes if config.conditional else 0)
+
+
 def build_decoder_body(config: VAEConfig) -> keras.Sequential:
     """Latent (+ one-hot label) [B, D (+ K)] -> likelihood parameters [B, H, W, P] in
     float32, P = `likelihood_params_per_pixel(config)` (C logits for most likelihoods).
@@ -258,11 +301,16 @@ def build_decoder_body(config: VAEConfig) -> keras.Sequential:
     c = config
     h, w, _ = c.image_shape
     channels = likelihood_params_per_pixel(c)
-    input_dim = c.latent_dim + (c.num_classes if c.conditional else 0)
-    layers = [keras.layers.InputLayer(input_shape=(input_dim,))]
+    layers = [keras.layers.InputLayer(input_shape=(decoder_input_dim(c),))]
+
+    def hidden_dense(units):
+        if c.conditional and c.conditioning == "every_layer":
+            return LabelledDense(units, c.num_classes, activation=c.activation)
+        return keras.layers.Dense(units, activation=c.activation)
+
     if c.architecture == "mlp":
         for units in reversed(c.hidden_units):
-            layers.append(keras.layers.Dense(units, activation=c.activation))
+            layers.append(hidden_dense(units))
         layers += [
             keras.layers.Dense(h * w * channels, dtype="float32", name="logits"),
             keras.layers.Reshape((h, w, channels), dtype="float32", name="logits_image"),
@@ -272,7 +320,7 @@ def build_decoder_body(config: VAEConfig) -> keras.Sequential:
         h0, w0 = h // stride, w // stride
         filters = list(reversed(c.conv_filters))
         if c.dense_units:
-            layers.append(keras.layers.Dense(c.dense_units, activation=c.activation))
+            layers.append(hidden_dense(c.dense_units))
         layers += [
             keras.layers.Dense(h0 * w0 * filters[0], activation=c.activation),
             keras.layers.Reshape((h0, w0, filters[0])),

@@ -49,6 +49,7 @@ from vae_tf.callbacks import (
 from vae_tf.config import ConfigError, UserError, RunConfig, TrainConfig, VAEConfig, write_text_atomic
 from vae_tf.data import Datasets, ImageOptions, load_datasets
 from vae_tf.model import VAE
+from vae_tf.progress import EpochLogger, data_lines
 
 WEIGHTS_PREFIX = os.path.join("weights", "vae")
 
@@ -250,8 +251,11 @@ def train(
         resume: continue an interrupted run from its last completed epoch (the
             configuration stored in `run_dir` wins over `run_config`).
         strategy: a `tf.distribute.Strategy`; defaults to `choose_strategy()`.
-        verbose: Keras verbosity; defaults to a progress bar on a terminal and one
-            line per epoch otherwise.
+        verbose: what is printed on stdout (`vae_tf.progress`): 0 nothing; 1 a line on
+            the data and one per epoch (`epoch 3/30  loss 91.34  rec 76.09  kl 21.66
+            -elbo 97.76  val -elbo 106.43  0.9 s`), with a progress bar while each epoch
+            runs; 2 the same lines without the bar. Defaults to 1 on a terminal, else 2.
+            Keras' own progress output is never used.
         datasets: pipelines to use instead of loading `run_config.train.data`.
 
     Returns:
@@ -304,6 +308,10 @@ def train(
             cache=train_cfg.cache,
         )
     splits = datasets.splits
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose:
+        print("\n".join(data_lines(train_cfg.data, datasets)), flush=True)
     model_cfg = run_config.model
     if tuple(splits.image_shape) != tuple(model_cfg.image_shape):
         model_cfg = model_cfg.replace(image_shape=tuple(splits.image_shape))
@@ -378,10 +386,12 @@ def train(
         timer.end,
         keras.callbacks.CSVLogger(history_csv, append=resume),
         EpochSummaries(os.path.join(write_dir, "logs")),
+        *([EpochLogger(bar=verbose == 1, header=(
+            f"training: {train_cfg.epochs} epochs of {datasets.steps_per_epoch} steps, batch {train_cfg.batch_size}"
+            + (f" on {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else "")
+        ))] if verbose else []),
         guard.releaser,
     ]
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
 
     existed = fileio.isdir(run_dir)
     before = set(os.listdir(run_dir)) if existed and fileio.is_local(run_dir) else set()
@@ -397,7 +407,7 @@ def train(
             epochs=train_cfg.epochs,
             steps_per_epoch=datasets.steps_per_epoch,
             callbacks=callbacks,
-            verbose=verbose,
+            verbose=0,  # EpochLogger prints
         )
     except (KeyboardInterrupt, Exception) as err:
         interrupts.reset_holds()
