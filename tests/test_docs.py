@@ -18,6 +18,10 @@
   forms are allowed: `[...]` marks optional parts, `a|b` lists alternatives (the first
   is checked), `...` is dropped, and an UPPERCASE word is a placeholder for a value of
   its flag's type (a command whose subcommand is a placeholder is not checked).
+- `test_help_examples_are_documented`: the "examples:" that end `vae-tf --help` and every
+  `vae-tf COMMAND --help` (at least one each) are command lines of README.md or docs/*.md,
+  token for token (comments aside), and parse; `vae-tf --help`'s "command line at a
+  glance" is the README's block.
 - `test_site_builds_strict`: `mkdocs build --strict` (no broken link or anchor, every
   page in the nav, no unexpected docstring warning) into a temporary directory, and the
   built pages load nothing from another host; skipped when mkdocs is not installed.
@@ -354,6 +358,78 @@ def test_command_check_rejects_a_wrong_flag():
     assert check_command(lenient, ["vae-tf", "evaluate", "--ood"], lenient=True) is None  # named in prose
     assert check_command(lenient, ["vae-tf", "export", "--out"], lenient=True) is None
     assert "unknown flag --odd" in check_command(lenient, ["vae-tf", "evaluate", "--odd"], lenient=True)
+
+
+def help_text(argv: list[str]) -> str:
+    """What `vae-tf ARGV --help` prints."""
+    from vae_tf.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return out.getvalue()
+
+
+def help_section(text: str, header: str) -> list[str]:
+    """The lines of the section `header` (a line of its own, e.g. "examples:") of a --help
+    text, less their two-space indent; [] when there is no such section."""
+    lines = text.splitlines()
+    if header not in lines:
+        return []
+    section = []
+    for line in lines[lines.index(header) + 1:]:
+        if not line.startswith("  "):
+            break
+        section.append(line[2:])
+    return section
+
+
+def documented_commands() -> dict[tuple[str, ...], str]:
+    """Every `vae-tf` command of README.md and docs/*.md, as its tokens (comments and
+    environment assignments aside), with where it is."""
+    found = {}
+    for doc in doc_files():
+        for where, line, _ in command_lines(doc):
+            for tokens in _segments(line):
+                found.setdefault(tuple(tokens), where)
+    return found
+
+
+def test_help_examples_are_documented():
+    from vae_tf.cli import build_parser
+
+    parser, documented = build_parser(), documented_commands()
+    failures = []
+    for command in ["", *_subparsers(parser)]:
+        argv = [command] if command else []
+        prog = " ".join(["vae-tf", *argv])
+        examples = help_section(help_text(argv), "examples:")
+        if not examples:
+            failures.append(f"`{prog} --help` shows no examples")
+        for line in examples:
+            tokens = shlex.split(line, comments=True)
+            if command and tokens[:2] != ["vae-tf", command]:
+                failures.append(f"`{prog} --help`: {line!r} is not a `{prog}` command")
+            if _synopsis(tokens) != tokens or any(PLACEHOLDER.match(t) for t in tokens):
+                failures.append(f"`{prog} --help`: {line!r} is a synopsis, not a command a user runs")
+            if tuple(tokens) not in documented:
+                failures.append(f"`{prog} --help`: {line!r} is in neither README.md nor docs/*.md")
+            problem = check_command(parser, tokens)
+            if problem:
+                failures.append(f"`{prog} --help`: {line!r} does not parse: {problem}")
+    assert not failures, "examples of --help that do not match the docs:\n" + "\n".join(failures)
+
+
+def test_top_level_help_reads_like_the_readme():
+    from vae_tf.cli import build_parser
+
+    glance = help_section(help_text([]), "command line at a glance:")
+    assert glance, "`vae-tf --help` has no \"command line at a glance:\" section"
+    readme = [b.body for b in fenced_blocks(ROOT / "README.md")]
+    assert "\n".join(glance) in readme, (
+        "`vae-tf --help`'s \"command line at a glance\" differs from the README's block:\n" + "\n".join(glance))
+    named = {line.split()[1] for line in glance if line.startswith("vae-tf ")}
+    assert named == set(_subparsers(build_parser())), named
 
 
 # ---------------------------------------------------------------------------------------

@@ -203,3 +203,25 @@ def test_export_is_deterministic_and_verified(tiny_hierarchical_run, tmp_path):
         prior = json.load(f)["prior"]
     loc, scale = np.array(prior["loc"]), np.array(prior["scale_diag"])
     assert loc.shape[-1] == 12 and np.all(loc[:, :8] == 0) and np.all(scale[:, :8] == 1)
+
+
+def test_conditional_defaults_apply_to_what_the_user_left_unset():
+    from vae_tf.cli import _run_config_from_args
+    from vae_tf.config import CONDITIONAL_DEFAULTS
+
+    def model(*flags):
+        return _run_config_from_args(build_parser().parse_args(["train", "--out", "r", *flags])).model
+
+    default = model("--conditional")
+    assert default.latent_layers == CONDITIONAL_DEFAULTS["latent_layers"] == (32, 16)
+    assert default.beta == CONDITIONAL_DEFAULTS["beta"] == 2.0
+    assert default == VAEConfig.conditional_default()
+    # Unconditional models keep VAEConfig's defaults.
+    assert model() == VAEConfig()
+    # What the user set wins: the latent, beta, a posterior a hierarchy cannot take.
+    assert model("--conditional", "--latent-dim", "16").latent_layers == ()
+    assert model("--conditional", "--latent-dim", "16").latent_dim == 16
+    assert model("--conditional", "--beta", "1").beta == 1.0
+    assert model("--conditional", "--latent-layers", "16,8").latent_layers == (16, 8)
+    assert model("--conditional", "--posterior", "iaf").latent_layers == ()
+    assert model("--conditional", "--preset", "mlp").latent_dim == 20  # the preset chose the latent

@@ -32,13 +32,83 @@ DESCRIPTION = """\
 Variational autoencoders on images (MNIST-like), with TFP distribution layers,
 trained with model.fit under tf.distribute, exported to SavedModel, TFLite and ONNX.
 
-Quickstart:
-  vae-tf train --data bundled --epochs 30 --out runs/mnist     # ~1 min on 2 CPU cores
-  vae-tf sample runs/mnist --num 64 --out samples.png
-  vae-tf evaluate runs/mnist --data bundled --split test --iwae-samples 1000
-  vae-tf export runs/mnist --out saved_models/mnist_vae
-  vae-tf explore saved_models/mnist_vae                          # decode in the browser
+command line at a glance:
+  vae-tf train --data SPEC --out RUN_DIR [--preset NAME] [--config FILE] [--epochs N]
+               [--architecture mlp|conv|resnet] [--likelihood bernoulli|gaussian|continuous_bernoulli|logistic_mixture]
+               [--prior normal|mog|vamp] [--latent-layers 32,16] [--conditional] [--image-size H,W]
+               [--channels 1|3] [--resume]
+  vae-tf evaluate RUN_DIR --split test --iwae-samples 1000 [--ood] [--json]
+  vae-tf sample RUN_DIR --num 64 --out samples.png [--digit 7 | --label cat]
+  vae-tf reconstruct RUN_DIR --out recon.png
+  vae-tf report RUN_DIR
+  vae-tf export RUN_DIR --out DIR
+  vae-tf explore DIR [--port P] [--open]
 """
+
+# The examples that end `vae-tf --help` and `vae-tf COMMAND --help` ("" is the top level):
+# (command line, comment). Each is a command line of README.md or docs/*.md, verbatim
+# (tests/test_docs.py checks it, and that it parses).
+EXAMPLES = {
+    "": [
+        ("vae-tf train --data bundled --out runs/mnist", "about 1 minute on 2 CPU cores"),
+        ("vae-tf export runs/mnist --out runs/mnist/export", "SavedModel, TFLite and ONNX"),
+        ("vae-tf explore saved_models/mnist_vae", "decode in the browser"),
+    ],
+    "train": [
+        ("vae-tf train --data bundled --out runs/mnist", "the default: about 1 minute on 2 CPU cores"),
+        ("vae-tf train --data bundled --preset best --out runs/best", "100 epochs on a wider MLP"),
+        ("vae-tf train --data bundled --conditional --out runs/cvae", "choose the digit when sampling"),
+        ("vae-tf train --resume --out runs/mnist", "continue an interrupted run"),
+    ],
+    "evaluate": [
+        ("vae-tf evaluate runs/mnist --split test --iwae-samples 1000", None),
+        ("vae-tf evaluate runs/mnist --split test --iwae-samples 1000 --ood --ood-data tfds:fashion_mnist --json", None),
+        ("vae-tf evaluate runs/pictures --split test", "nats and bits per dimension"),
+    ],
+    "sample": [
+        ("vae-tf sample runs/mnist --num 64 --out samples.png", None),
+        ("vae-tf sample runs/cvae --digit 7 --num 16 --out sevens.png", "a conditional run"),
+        ("vae-tf sample --model saved_models/mnist_vae --num 64 --out samples.png", "an exported model"),
+    ],
+    "reconstruct": [
+        ("vae-tf reconstruct runs/mnist --out recon.png", None),
+        ("vae-tf reconstruct runs/mnist --split validation --num 32 --out recon_validation.png", None),
+    ],
+    "report": [
+        ("vae-tf report runs/mnist", "writes runs/mnist/index.html"),
+        ("vae-tf report runs/mnist --iwae-samples 200", None),
+    ],
+    "export": [
+        ("vae-tf export runs/mnist --out runs/mnist/export", None),
+        ("vae-tf export runs/mnist --out saved_models/mnist_vae", None),
+        ("vae-tf export runs/mnist --out saved_models/mnist_vae --explorer-only", "add explorer.json only"),
+    ],
+    "explore": [
+        ("vae-tf explore saved_models/mnist_vae", None),
+        ("vae-tf explore runs/mnist/export --port 0 --open", "any free port, in the default browser"),
+    ],
+}
+
+
+def _epilog(command: str) -> str:
+    lines = EXAMPLES[command]
+    width = max(len(line) for line, note in lines if note) if any(note for _, note in lines) else 0
+    text = "examples:\n" + "\n".join(
+        f"  {line:<{width}}   # {note}" if note else f"  {line}" for line, note in lines
+    )
+    if not command:
+        text += "\n\n`vae-tf COMMAND --help` lists every flag of COMMAND, and examples."
+    return text
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, except that a text with line breaks (the examples, the
+    overview of `vae-tf --help`) is printed as written; one-paragraph descriptions wrap."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -59,7 +129,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior", choices=("normal", "mog", "vamp"),
                    help="p(z): N(0,I), learned mixture of Gaussians (default; one per class with --conditional) or VampPrior")
     g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
-    g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit)")
+    g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit); unless set, also --latent-layers 32,16 --beta 2")
     g.add_argument("--conditioning", choices=("input", "every_layer"),
                    help="where the decoder reads the label: its input, or every dense layer")
     g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
@@ -75,7 +145,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="passes over the training split")
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--learning-rate", type=float, help="peak Adam learning rate")
-    g.add_argument("--lr-schedule", choices=("constant", "cosine"))
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"), help="learning-rate schedule")
     g.add_argument("--validation-fraction", type=float,
                    help="share held out for validation where the source has none (0: train on all but the test slice)")
     g.add_argument("--test-fraction", type=float, help="share held out for testing where the source has no test split")
@@ -147,14 +217,15 @@ def _tflite_batch(text: str) -> int | None | str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vae-tf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="vae-tf", description=DESCRIPTION, epilog=_epilog(""), formatter_class=_HelpFormatter
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"vae-tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a VAE and write its run directory",
+    p = sub.add_parser("train", epilog=_epilog("train"), formatter_class=_HelpFormatter,
+                       help="train a VAE and write its run directory",
                        description="Train a VAE with model.fit under the tf.distribute strategy that fits the "
                        "machine (several GPUs: MirroredStrategy; TF_CONFIG with several workers: "
                        "MultiWorkerMirroredStrategy; else one device). Writes config.json, weights/, "
@@ -168,44 +239,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     _add_train_flags(p)
 
-    p = sub.add_parser("evaluate", help="test negative ELBO and IWAE NLL in nats (and bits/dim)",
+    p = sub.add_parser("evaluate", epilog=_epilog("evaluate"), formatter_class=_HelpFormatter,
+                       help="test negative ELBO and IWAE NLL in nats (and bits/dim)",
                        description="Negative ELBO and importance-weighted NLL (nats per image, with standard "
                        "errors) of a trained model on a split of any data source, and in bits per dimension "
                        "for a likelihood of discrete pixels (bernoulli on binarized pixels, logistic_mixture "
                        "on 8-bit pixels).")
     p.add_argument("run_dir")
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="split to evaluate (default test)")
     p.add_argument("--iwae-samples", type=int, default=1000, help="k of the IWAE estimate (default 1000)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per evaluation call")
+    p.add_argument("--batch-size", type=int, default=100, help="images per evaluation call (default 100)")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--ood", action="store_true", help="add the out-of-distribution report (noise, inverted digits)")
     p.add_argument("--ood-data", help="another dataset SPEC for the OOD report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent samples and the OOD noise (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
-    p = sub.add_parser("sample", help="a PNG grid of images drawn from the prior")
+    p = sub.add_parser("sample", epilog=_epilog("sample"), formatter_class=_HelpFormatter,
+                       help="a PNG grid of images drawn from the prior")
     p.add_argument("run_dir", nargs="?", help="run directory (or use --model)")
     p.add_argument("--model", help="an exported model directory, e.g. saved_models/mnist_vae")
-    p.add_argument("--num", type=int, default=64, help="number of images")
+    p.add_argument("--num", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--digit", type=int, help="class number to draw (conditional models)")
     p.add_argument("--label", help="class to draw by name (a class folder's name) or number (conditional models)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     p.add_argument("--out", required=True, help="PNG file to write")
 
-    p = sub.add_parser("reconstruct", help="a PNG of inputs beside their reconstructions")
+    p = sub.add_parser("reconstruct", epilog=_epilog("reconstruct"), formatter_class=_HelpFormatter,
+                       help="a PNG of inputs beside their reconstructions")
     p.add_argument("run_dir")
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                   help="split the inputs come from (default test)")
+    p.add_argument("--num", type=int, default=16, help="number of inputs (default 16)")
     p.add_argument("--out", required=True, help="PNG file to write")
 
-    p = sub.add_parser("report", help="all pictures of a run, with an index.html")
+    p = sub.add_parser("report", epilog=_epilog("report"), formatter_class=_HelpFormatter,
+                       help="all pictures of a run, with an index.html")
     p.add_argument("run_dir")
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's training data)")
     p.add_argument("--iwae-samples", type=int, default=200, help="k for the OOD histogram's log p(x)")
 
-    p = sub.add_parser("export", help="SavedModel (TF Serving), TFLite and ONNX decoders, verified",
+    p = sub.add_parser("export", epilog=_epilog("export"), formatter_class=_HelpFormatter,
+                       help="SavedModel (TF Serving), TFLite and ONNX decoders, verified",
                        description="Writes DIR/serving/<version>/ (SavedModel), DIR/decoder_float32.tflite, "
                        "decoder_float16.tflite, decoder_dynamic_int8.tflite, decoder_int8.tflite, "
                        "DIR/decoder.onnx and DIR/manifest.json; every artifact is checked against the TF "
@@ -223,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only add explorer.json (the in-browser explorer's metadata) to the existing export "
                    "of RUN_DIR in --out, e.g. one made before the explorer existed")
 
-    p = sub.add_parser("explore", help="the exported decoders in the browser: a latent explorer on 127.0.0.1",
+    p = sub.add_parser("explore", epilog=_epilog("explore"), formatter_class=_HelpFormatter,
+                       help="the exported decoders in the browser: a latent explorer on 127.0.0.1",
                        description="Serves the latent explorer (the page built from web/) and EXPORT_DIR's decoder "
                        "files on 127.0.0.1 and prints the URL. The page decodes in the browser with ONNX "
                        "Runtime Web and LiteRT.js. Build the page once with "
@@ -240,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config_from_args(args):
-    from vae_tf.config import RunConfig, apply_preset
+    from vae_tf.config import PRESETS, RunConfig, apply_preset, with_conditional_defaults
 
     preset = apply_preset(args.preset or "default")
     model, train = preset.model, preset.train
@@ -253,6 +331,9 @@ def _run_config_from_args(args):
         model = model.replace(**{k: getattr(file_model, k) for k in given.get("model", {})})
         train = train.replace(**{k: getattr(file_train, k) for k in given.get("train", {})})
     model_changes = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None}
+    explicit = set(PRESETS[args.preset or "default"].get("model", {})) | set(model_changes)
+    if args.config:
+        explicit |= set(given.get("model", {}))
     layers = model_changes.get("latent_layers")
     if layers and "latent_dim" in model_changes and model_changes["latent_dim"] != sum(layers):
         from vae_tf.config import UsageError
@@ -262,7 +343,8 @@ def _run_config_from_args(args):
             f"{','.join(map(str, layers))} (a hierarchy's code has {sum(layers)} dimensions); leave out --latent-dim."
         )
     train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
-    return RunConfig(model=model.replace(**model_changes), train=train.replace(**train_changes))
+    model = with_conditional_defaults(model.replace(**model_changes), explicit)
+    return RunConfig(model=model, train=train.replace(**train_changes))
 
 
 def _check_positive_flags(args, *names: str) -> None:
