@@ -347,3 +347,30 @@ def test_evaluate_is_never_xla_compiled(heldout_binary):
     assert model.jit_compile  # the train step would still be compiled
     for name in ("loss", "reconstruction", "kl", "elbo"):
         assert evaluated[name] == pytest.approx(eager[name], rel=1e-5, abs=1e-3), name
+
+
+def test_multi_step_train_function_traces_the_step_once_and_matches_keras(heldout_binary):
+    """`VAE.make_train_function` runs `steps_per_execution` steps in one traced loop that
+    traces `train_step` once (Keras' own traces it twice: the first iteration, then the
+    loop body) and takes exactly Keras' steps: same weights after 8 steps."""
+    import tf_keras as keras
+
+    x = heldout_binary[0][:256]
+    labels = np.zeros(len(x), np.int64)
+    weights = {}
+    for name in ("ours", "keras"):
+        keras.utils.set_random_seed(0)
+        model = VAE(SMALL_MODEL)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=4)
+        traced = []
+        step = model.train_step
+        model.train_step = lambda data, step=step: traced.append(1) or step(data)
+        if name == "keras":
+            model.make_train_function = lambda force=False, m=model: keras.Model.make_train_function(m, force)
+        model.fit(x, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        assert int(model.optimizer.iterations) == 8
+        traces = model.train_function.experimental_get_tracing_count()
+        assert len(traced) == (1 if name == "ours" else 2) * traces, (name, len(traced), traces)
+        weights[name] = [w.numpy() for w in model.weights]
+    for a, b in zip(weights["ours"], weights["keras"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

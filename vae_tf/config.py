@@ -573,13 +573,15 @@ class RunConfig:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The default configuration, named.
     "default": {"model": {}, "train": {}},
-    # pytorch/examples VAE: MLP 784-400-20, batch 128.
+    # pytorch/examples VAE: MLP 784-400-20, batch 128. Its steps take ~7 ms, so a whole
+    # epoch of 32 runs as one call: with 8 per call, Keras' per-call work between them
+    # cost ~20% of the epoch (benchmarks/epoch.md).
     "mlp": {
         "model": {
             "architecture": "mlp", "hidden_units": (400,), "latent_dim": 20, "activation": "relu",
             "prior": "normal", "iwae_samples": 1, "kl_warmup_steps": 0,
         },
-        "train": {"learning_rate": 3e-3, "lr_schedule": "constant"},
+        "train": {"learning_rate": 3e-3, "lr_schedule": "constant", "steps_per_execution": 32},
     },
     # keras.io VAE network (conv 32/64 stride 2, dense 16) with latent 16.
     "conv-small": {
