@@ -101,6 +101,8 @@ GRID: dict[str, tuple[dict, dict]] = {
     "hidden 512-256": ({"hidden_units": (512, 256)}, {}),
     "latent hierarchy 32,16 (--latent-layers)": ({"latent_layers": (32, 16)}, {}),
     "latent hierarchy 32,16, seed 1": ({"latent_layers": (32, 16)}, {"seed": 1}),
+    "batch 64 (twice the steps)": ({}, {"batch_size": 64}),
+    "iwae k=20": ({"iwae_samples": 20}, {}),
     "prior=vamp with 16 pseudo-inputs": ({"prior": "vamp", "prior_components": 16}, {}),
     "prior=vamp with 100 pseudo-inputs": ({"prior": "vamp", "prior_components": 100}, {}),
 }
