@@ -160,6 +160,9 @@ def run(args) -> dict:
                 **agreement(model, clf, splits.num_classes, args.samples),
                 "split": "test",
             }
+            with common.recorded_load() as load:
+                x, _ = common.split_images("test", rc)
+                entry["test_marginal"] = {**marginal_nll(model, x, splits.num_classes, args.iwae_samples), **load}
             for split in ("test", "validation"):
                 x, y = common.split_images(split, rc)
                 with common.recorded_load() as load:
@@ -172,6 +175,22 @@ def run(args) -> dict:
         result["models"] = models
     result.update(total_load)
     return result
+
+
+def marginal_nll(model, x, num_classes: int, iwae_samples: int) -> dict:
+    """-log p(x) of a conditional model, the label summed out under a uniform p(y):
+    log p(x) = logsumexp_y log p(x|y) - log K, each log p(x|y) an IWAE estimate with
+    k = iwae_samples / K (the cost of one k = iwae_samples estimate), so a stochastic
+    lower bound like the others. Nats per image, mean and standard error over x."""
+    k = max(1, iwae_samples // num_classes)
+    per_label = np.stack([
+        np.concatenate([model.log_prob(x[i:i + 100], label=np.full(len(x[i:i + 100]), y, np.int32),
+                                       num_samples=k, seed=y).numpy() for i in range(0, len(x), 100)])
+        for y in range(num_classes)
+    ])  # [K, N]
+    log_px = np.logaddexp.reduce(per_label.astype(np.float64), axis=0) - np.log(num_classes)
+    return {"nll": float(-log_px.mean()), "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(log_px))),
+            "samples_per_label": k, "num_images": int(len(x))}
 
 
 def _load(entry: dict) -> str:
@@ -197,16 +216,18 @@ def write_markdown(result: dict, path: str) -> None:
         f"{c['num_test_images']} test digits (load {_load(c)}).",
         "",
         f"Agreement: share of `model.sample(n, seed, label=d)` mean images the judge assigns to d; "
-        f"-log p(x|y): IWAE with k = {result['iwae_samples']} on the test and validation slices, nats.",
+        f"-log p(x|y): IWAE with k = {result['iwae_samples']} on the test and validation slices, nats; "
+        f"-log p(x): the label summed out (uniform p(y)), k = {result['iwae_samples']} / classes per label, test slice.",
         "",
-        "| model (command) | train images | agreement | test -log p(x\\|y) | ± se | test -ELBO | "
+        "| model (command) | train images | agreement | test -log p(x\\|y) | ± se | test -log p(x) | test -ELBO | "
         "validation -log p(x\\|y) | train s | load during training (1/5/15 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, e in result["models"].items():
         lines.append(
             f"| {name} (`{e['command']}`) | {e['num_train_images']:,} | **{e['agreement']:.1%}** | "
-            f"{e['test']['iwae_nll']:.2f} | {e['test']['iwae_nll_stderr']:.2f} | {e['test']['neg_elbo']:.2f} | "
+            f"{e['test']['iwae_nll']:.2f} | {e['test']['iwae_nll_stderr']:.2f} | "
+            f"{e['test_marginal']['nll']:.2f} | {e['test']['neg_elbo']:.2f} | "
             f"{e['validation']['iwae_nll']:.2f} | {e['train_seconds']:.0f} | {_load(e['train_load'])} |")
     digits = list(next(iter(result["models"].values()))["agreement_per_digit"])
     lines += [

@@ -186,16 +186,18 @@ def render_conditional(r: dict) -> str:
                    f"**{c.get('test_accuracy', 0):.1%}** accuracy on the {c.get('num_test_images')} test digits "
                    f"(load {_load(c)}).\n")
     out.append(f"Agreement: the share of `model.sample(n, seed, label=d)` mean images the judge assigns to d; "
-               f"-log p(x|y): IWAE with k = {r.get('iwae_samples')} on the test and validation slices, nats.\n")
+               f"-log p(x|y): IWAE with k = {r.get('iwae_samples')} on the test and validation slices, nats; "
+               f"-log p(x): the label summed out (uniform p(y)), k / classes samples per label, test slice.\n")
     rows = []
     for name, e in (r.get("models") or {}).items():
         t, v = e.get("test") or {}, e.get("validation") or {}
         rows.append([f"{name} (`{e.get('command')}`)", e.get("num_train_images"), f"**{e.get('agreement', 0):.1%}**",
-                     t.get("iwae_nll"), t.get("iwae_nll_stderr"), t.get("neg_elbo"), v.get("iwae_nll"),
+                     t.get("iwae_nll"), t.get("iwae_nll_stderr"), (e.get("test_marginal") or {}).get("nll"),
+                     t.get("neg_elbo"), v.get("iwae_nll"),
                      f"{e.get('train_seconds', 0):.0f}", _load(e.get("train_load"))])
-    out.append(_table(["model (command)", "train images", "agreement", "test -log p(x\\|y)", "± se", "test -ELBO",
-                       "validation -log p(x\\|y)", "train s", "load during training (1/5/15 min)"], rows,
-                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"]))
+    out.append(_table(["model (command)", "train images", "agreement", "test -log p(x\\|y)", "± se", "test -log p(x)",
+                       "test -ELBO", "validation -log p(x\\|y)", "train s", "load during training (1/5/15 min)"], rows,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"]))
     models = r.get("models") or {}
     if models:
         first = next(iter(models.values()))

@@ -268,6 +268,7 @@ def test_no_typed_in_machine_description_in_markdown(bench):
                                  "agreement_per_digit": {str(d): 0.9 for d in range(10)}, "samples_per_digit": 100,
                                  "train_seconds": 60.0, "train_load": {"load_before": LOAD_A, "load_after": LOAD_B},
                                  "test": {"iwae_nll": 80.0, "iwae_nll_stderr": 1.0, "neg_elbo": 88.0},
+                                 "test_marginal": {"nll": 82.0, "nll_stderr": 1.0},
                                  "validation": {"iwae_nll": 79.0}}}}
         conditional.write_markdown(cond, os.path.join(tmp, "conditional.md"))
         for name in ("serving.md", "conditional.md"):

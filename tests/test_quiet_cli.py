@@ -37,13 +37,16 @@ EPOCH_LINE = re.compile(
 
 
 def run_cli(*argv, **env):
-    """`python -m vae_tf.cli ARGV` as a user runs it: none of the test session's
-    TF_CPP_MIN_LOG_LEVEL (conftest sets it) or warning settings; returns the process."""
+    """`vae-tf ARGV` as a user runs it (the installed console script; `python -m
+    vae_tf.cli` would import the checkout's vae_tf, which has no `vae_tf.export` unless
+    installed editable): none of the test session's TF_CPP_MIN_LOG_LEVEL (conftest sets
+    it) or warning settings; returns the process."""
     environ = {k: v for k, v in os.environ.items()
                if k not in ("TF_CPP_MIN_LOG_LEVEL", "VAE_TF_VERBOSE", "PYTHONWARNINGS")}
     environ.update(env)
-    return subprocess.run([sys.executable, "-m", "vae_tf.cli", *argv], capture_output=True, text=True,
-                          env=environ, timeout=300)
+    script = os.path.join(os.path.dirname(sys.executable), "vae-tf")
+    cmd = [script, *argv] if os.path.exists(script) else [sys.executable, "-m", "vae_tf.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=300)
 
 
 def assert_quiet(proc, stderr: str = "") -> None:
