@@ -210,6 +210,15 @@ class HierarchicalPosterior(tfd.Distribution):
     def _event_shape_tensor(self):
         return tf.constant([sum(self._hierarchy.sizes)], tf.int32)
 
+    def _walk(self, z_top, step) -> None:
+        """The top-down pass below z_L: for each layer i < L, bottom last, calls
+        `step(i, (loc_p, scale_p), (loc_q, scale_q))` with the prior's and the posterior's
+        parameters given the layers above, and continues from the z_i it returns."""
+        h_net, z, h = self._hierarchy, z_top, self._one_hot
+        for i in reversed(range(h_net.num_layers - 1)):
+            h, p, q = h_net._conditionals(i, z, h, self._features[i])
+            z = step(i, p, q)
+
     def sample_terms(self, eps, top_prior=None):
         """Reparameterized codes from noise, with their log-density and each layer's KL.
 
@@ -222,25 +231,26 @@ class HierarchicalPosterior(tfd.Distribution):
             is analytic given the layers above (Gaussians); the top layer's is analytic
             against N(0, I), else the single-sample estimate log q(z_L) - log p(z_L).
         """
-        h_net = self._hierarchy
-        noise = h_net.split(eps)
+        noise = self._hierarchy.split(eps)
         loc, scale = self._top
         z = loc + scale * noise[-1]
-        log_q = _log_noise(noise[-1]) - tf.reduce_sum(tf.math.log(scale), -1)
+        log_q = [_log_noise(noise[-1]) - tf.reduce_sum(tf.math.log(scale), -1)]
         if top_prior is None:
-            top_kl = _gaussian_kl(loc, scale, tf.zeros_like(loc), tf.ones_like(scale))
-            top_kl = tf.broadcast_to(top_kl, tf.shape(log_q))
+            top_kl = tf.broadcast_to(_gaussian_kl(loc, scale, tf.zeros_like(loc), tf.ones_like(scale)),
+                                     tf.shape(log_q[0]))
         else:
-            top_kl = log_q - top_prior.log_prob(z)
+            top_kl = log_q[0] - top_prior.log_prob(z)
         codes, kls = [z], [top_kl]
-        h = self._one_hot
-        for i in reversed(range(h_net.num_layers - 1)):
-            h, (loc_p, scale_p), (loc_q, scale_q) = h_net._conditionals(i, z, h, self._features[i])
-            z = loc_q + scale_q * noise[i]
-            codes.append((z - loc_p) / scale_p)
-            log_q += _log_noise(noise[i]) - tf.reduce_sum(tf.math.log(scale_q / scale_p), -1)
-            kls.append(_gaussian_kl(loc_q, scale_q, loc_p, scale_p))
-        return tf.concat(codes[::-1], -1), log_q, kls[::-1]
+
+        def step(i, p, q):
+            z_i = q[0] + q[1] * noise[i]
+            codes.append((z_i - p[0]) / p[1])
+            log_q.append(_log_noise(noise[i]) - tf.reduce_sum(tf.math.log(q[1] / p[1]), -1))
+            kls.append(_gaussian_kl(q[0], q[1], p[0], p[1]))
+            return z_i
+
+        self._walk(z, step)
+        return tf.concat(codes[::-1], -1), tf.add_n(log_q), kls[::-1]
 
     def reparameterize(self, eps) -> tuple[tf.Tensor, tf.Tensor]:
         """(u [..., B, D], log q(u|x) [..., B]) from noise eps [..., B, D]."""
@@ -251,31 +261,29 @@ class HierarchicalPosterior(tfd.Distribution):
         """[(q(z_i | x, z_{>i}), p(z_i | z_{>i}))] for i = 1..L at codes u [..., B, D],
         each a diagonal Gaussian over z_i (not u_i); the top layer's prior is None (it
         is the model's prior)."""
-        h_net = self._hierarchy
-        layers = h_net.split(u)
-        z = layers[-1]
-        loc, scale = self._top
-        out = [(tfd.Independent(tfd.Normal(loc, scale), 1), None)]
-        h = self._one_hot
-        for i in reversed(range(h_net.num_layers - 1)):
-            h, (loc_p, scale_p), (loc_q, scale_q) = h_net._conditionals(i, z, h, self._features[i])
-            out.append((tfd.Independent(tfd.Normal(loc_q, scale_q), 1), tfd.Independent(tfd.Normal(loc_p, scale_p), 1)))
-            z = loc_p + scale_p * layers[i]
+        layers = self._hierarchy.split(u)
+        normal = lambda loc, scale: tfd.Independent(tfd.Normal(loc, scale), 1)  # noqa: E731
+        out = [(normal(*self._top), None)]
+
+        def step(i, p, q):
+            out.append((normal(*q), normal(*p)))
+            return p[0] + p[1] * layers[i]
+
+        self._walk(layers[-1], step)
         return out[::-1]
 
     def _log_prob(self, u):
-        h_net = self._hierarchy
-        layers = h_net.split(u)
-        z = layers[-1]
-        loc, scale = self._top
-        log_q = tfd.Independent(tfd.Normal(loc, scale), 1).log_prob(z)
-        h = self._one_hot
-        for i in reversed(range(h_net.num_layers - 1)):
-            h, (loc_p, scale_p), (loc_q, scale_q) = h_net._conditionals(i, z, h, self._features[i])
-            z = loc_p + scale_p * layers[i]
-            # log q(u_i) = log q(z_i) + log |dz_i/du_i|.
-            log_q += tfd.Independent(tfd.Normal(loc_q, scale_q), 1).log_prob(z) + tf.reduce_sum(tf.math.log(scale_p), -1)
-        return log_q
+        # log q(u_i) = log q(z_i) + log |dz_i/du_i| = log q(z_i) + sum log sigma_p.
+        layers = self._hierarchy.split(u)
+        log_q = [tfd.Independent(tfd.Normal(*self._top), 1).log_prob(layers[-1])]
+
+        def step(i, p, q):
+            z_i = p[0] + p[1] * layers[i]
+            log_q.append(tfd.Independent(tfd.Normal(*q), 1).log_prob(z_i) + tf.reduce_sum(tf.math.log(p[1]), -1))
+            return z_i
+
+        self._walk(layers[-1], step)
+        return tf.add_n(log_q)
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], self.batch_shape_tensor(), self.event_shape_tensor()], 0)
@@ -283,25 +291,23 @@ class HierarchicalPosterior(tfd.Distribution):
         return self.reparameterize(tf.random.stateless_normal(shape, seed=seed))[0]
 
     def _mean(self):
-        h_net = self._hierarchy
-        z = self._top[0]
-        codes = [z]
-        h = self._one_hot
-        for i in reversed(range(h_net.num_layers - 1)):
-            h, (loc_p, scale_p), (loc_q, _) = h_net._conditionals(i, z, h, self._features[i])
-            z = loc_q
-            codes.append((z - loc_p) / scale_p)
+        codes = [self._top[0]]
+
+        def step(i, p, q):
+            codes.append((q[0] - p[0]) / p[1])
+            return q[0]
+
+        self._walk(self._top[0], step)
         return tf.concat(codes[::-1], -1)
 
     def _stddev(self):
         """The standard deviation of each code coordinate given the layers above at
         their means (exact for the top layer)."""
-        h_net = self._hierarchy
-        z, scale = self._top
-        stds = [scale]
-        h = self._one_hot
-        for i in reversed(range(h_net.num_layers - 1)):
-            h, (_, scale_p), (loc_q, scale_q) = h_net._conditionals(i, z, h, self._features[i])
-            z = loc_q
-            stds.append(scale_q / scale_p)
+        stds = [self._top[1]]
+
+        def step(i, p, q):
+            stds.append(q[1] / p[1])
+            return q[0]
+
+        self._walk(self._top[0], step)
         return tf.concat(stds[::-1], -1)
