@@ -3,11 +3,12 @@
 
     python benchmarks/bench_epoch.py --out /tmp/vae-epoch                 # 3 rounds, 30 epochs each
     python benchmarks/bench_epoch.py --out /tmp/vae-epoch --rounds 1 --epochs 4   # a smoke test, not a result
-    python benchmarks/bench_epoch.py --variants default                    # the default only (not --jit)
+    python benchmarks/bench_epoch.py --variants default                    # the preset only
 
 Each round runs, one after the other on the same machine, `vae-tf train --data bundled
---preset mlp` (a subprocess, as a user runs it; by default twice: as configured, and
-with `--jit`, the step XLA-compiled) and the pytorch/examples peer
+--preset mlp` (a subprocess, as a user runs it; by default three times: as configured,
+with oneDNN off; with `--onednn`, TensorFlow's default kernels; and with `--jit`, the step
+XLA-compiled) and the pytorch/examples peer
 (`../shared/peers/peers_torch.py`, through the torch venv's python: `--torch-python`,
 or the environment variable VAE_BENCH_TORCH_PYTHON) on the same 4,000 training digits.
 From our run's `history.json`:
@@ -94,7 +95,19 @@ def run_ours(work: str, name: str, epochs: int | None, flags: list[str]) -> dict
         "epoch_seconds": epoch_seconds,
         "step_seconds": step_seconds,
         "final_val_elbo": h["val_elbo"][-1] if "val_elbo" in h else None,
+        # What the steps ran on (history.json): XLA, or oneDNN's / TensorFlow's own kernels.
+        "kernels": kernels(history),
     }
+
+
+def kernels(history: dict) -> str | None:
+    """"XLA", "oneDNN" or "TF (oneDNN off)" from a run's history.json; None if it
+    predates those fields."""
+    if history.get("jit_compile"):
+        return "XLA"
+    if "onednn" not in history:
+        return None
+    return "oneDNN" if history["onednn"] else "TF (oneDNN off)"
 
 
 def run_peer(work: str, name: str, epochs: int, data_dir: str, torch_python: str) -> dict:
@@ -118,6 +131,7 @@ def summarize(rounds: list[dict], variants: list[str]) -> dict:
         ratios = sorted(r[variant]["epoch_images_per_second"] / r["peer"]["images_per_second"] for r in rounds)
         first = _median([o["first_epoch_seconds"] for o in ours])
         out[variant] = {
+            "kernels": ", ".join(sorted({o.get("kernels") or "n/a" for o in ours})),
             "epoch_images_per_second": _median([o["epoch_images_per_second"] for o in ours]),
             "step_images_per_second": _median([o["step_images_per_second"] for o in ours]),
             "overhead_share": _median([o["overhead_share"] for o in ours]),
@@ -142,14 +156,14 @@ def markdown(results: dict) -> str:
         f"{results['rounds_run']} round(s) back to back, {results['epochs'] or 'default'} epochs per run, "
         f"{results['num_train_images']:,} training images.",
         "",
-        "| variant | whole-epoch images/s | training images/s | time outside the steps | first epoch (s) "
+        "| variant | kernels | whole-epoch images/s | training images/s | time outside the steps | first epoch (s) "
         "| launch to first epoch end (s) | run wall (s) | vs peer (median; rounds) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for variant in results["variants"]:
         v = s[variant]
         lines.append(
-            f"| {variant} | {v['epoch_images_per_second']:,.0f} | {v['step_images_per_second']:,.0f} "
+            f"| {variant} | {v.get('kernels', 'n/a')} | {v['epoch_images_per_second']:,.0f} | {v['step_images_per_second']:,.0f} "
             f"| {100 * v['overhead_share']:.1f}% | {v['first_epoch_seconds']:.2f} "
             f"| {v['launch_to_first_epoch_end_seconds']:.2f} | {v['wall_seconds']:.1f} "
             f"| **{v['median_ratio']:.2f}** ({', '.join(f'{r:.2f}' for r in v['ratios'])}) |"
@@ -187,9 +201,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
     p.add_argument("--rounds", type=int, default=3, help="back-to-back rounds (default 3)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run, ours and the peer's (default: the preset's)")
-    p.add_argument("--variants", default="default;--jit",
-                   help="semicolon-separated flag sets for our runs, 'default' for none (default: 'default;--jit', "
-                   "the default configuration and the step XLA-compiled)")
+    p.add_argument("--variants", default="default;--onednn;--jit",
+                   help="semicolon-separated flag sets for our runs, 'default' for none (default: "
+                   "'default;--onednn;--jit': the preset as configured (oneDNN off), with oneDNN's kernels, and "
+                   "the step XLA-compiled)")
     p.add_argument("--torch-python", default=TORCH_PYTHON,
                    help="python of a venv with torch (default: $VAE_BENCH_TORCH_PYTHON or ~/.cache/vae-tf-torch-venv)")
     p.add_argument("--commit-results", action="store_true", help="also write benchmarks/epoch.json and epoch.md")

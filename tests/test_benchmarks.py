@@ -305,15 +305,15 @@ def test_epoch_benchmark_ratios_and_targets():
     finally:
         sys.path.remove(BENCHMARKS)
 
-    def ours(whole, first):
-        return {"epoch_images_per_second": whole, "step_images_per_second": whole * 1.05, "overhead_share": 0.05,
+    def ours(whole, first, kernels="TF (oneDNN off)"):
+        return {"kernels": kernels, "epoch_images_per_second": whole, "step_images_per_second": whole * 1.05, "overhead_share": 0.05,
                 "first_epoch_seconds": first, "launch_to_first_epoch_end_seconds": first + 7, "wall_seconds": 20.0,
                 "load_before": [1.0, 1.0, 1.0], "load_after": [1.5, 1.0, 1.0]}
 
     rounds = [
-        {"default": ours(15_000, 1.4), "--jit": ours(18_000, 5.0), "peer": {"images_per_second": 12_000}},
-        {"default": ours(13_000, 1.6), "--jit": ours(17_000, 5.2), "peer": {"images_per_second": 13_000}},
-        {"default": ours(14_000, 1.3), "--jit": ours(15_000, 4.8), "peer": {"images_per_second": 10_000}},
+        {"default": ours(15_000, 1.4), "--jit": ours(18_000, 5.0, "XLA"), "peer": {"images_per_second": 12_000}},
+        {"default": ours(13_000, 1.6), "--jit": ours(17_000, 5.2, "XLA"), "peer": {"images_per_second": 13_000}},
+        {"default": ours(14_000, 1.3), "--jit": ours(15_000, 4.8, "XLA"), "peer": {"images_per_second": 10_000}},
     ]
     summary = bench_epoch.summarize(rounds, ["default", "--jit"])
     default, jit = summary["default"], summary["--jit"]
@@ -326,5 +326,10 @@ def test_epoch_benchmark_ratios_and_targets():
                "epochs": None, "num_train_images": 4000, "variants": ["default", "--jit"], "rounds": rounds,
                "summary": summary}
     text = bench_epoch.markdown(results)
-    assert "| default | 14,000 | 14,700 | 5.0% | 1.40 | 8.40 | 20.0 | **1.25** (1.00, 1.25, 1.40) |" in text
+    assert ("| default | TF (oneDNN off) | 14,000 | 14,700 | 5.0% | 1.40 | 8.40 | 20.0 | **1.25** (1.00, 1.25, 1.40) |"
+            in text)
+    assert "| --jit | XLA | 17,000 |" in text
+    assert bench_epoch.kernels({"jit_compile": False, "onednn": True}) == "oneDNN"
+    assert bench_epoch.kernels({"jit_compile": True, "onednn": False}) == "XLA"
+    assert bench_epoch.kernels({}) is None
     assert "- --jit: ratio met (1.50), first epoch not met (5.00 s)" in text

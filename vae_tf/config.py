@@ -22,6 +22,13 @@ FORMAT_VERSION = 2
 _VERSION_1_TRAIN_DEFAULTS = {"test_fraction": 0.0}
 
 ARCHITECTURES = ("mlp", "conv", "resnet")
+# tf_keras 2.21's activations by name: checked without importing TensorFlow, so that
+# `vae-tf train` can set what TensorFlow reads at import (`vae_tf.runtime`) after
+# building its configuration.
+TF_KERAS_ACTIVATIONS = frozenset((
+    "elu", "exponential", "gelu", "hard_sigmoid", "linear", "mish", "relu", "selu", "sigmoid", "softmax",
+    "softplus", "softsign", "swish", "tanh",
+))
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic_mixture")
 POSTERIORS = ("diag", "full", "iaf")
 PRIORS = ("normal", "mog", "vamp")
@@ -295,12 +302,13 @@ class VAEConfig:
                 "prior='vamp' places pseudo-inputs without labels and cannot be combined with "
                 "conditional=True; use prior='mog' or 'normal' for a conditional model."
             )
-        try:
-            import tf_keras
+        if self.activation not in TF_KERAS_ACTIVATIONS:  # others: ask tf_keras (imports TensorFlow)
+            try:
+                import tf_keras
 
-            tf_keras.activations.get(self.activation)
-        except (ValueError, ImportError) as err:
-            raise ConfigError(f"activation={self.activation!r} is not a tf_keras activation ({err}).") from None
+                tf_keras.activations.get(self.activation)
+            except (ValueError, ImportError) as err:
+                raise ConfigError(f"activation={self.activation!r} is not a tf_keras activation ({err}).") from None
 
     def _check_latent_layers(self) -> None:
         if len(self.latent_layers) < 2:
@@ -377,6 +385,15 @@ class TrainConfig:
             on a GPU only; on a CPU the compile does not pay for itself in a
             default-length run, `training.use_xla`).
         steps_per_execution: train steps per call into the compiled function.
+        onednn: TensorFlow's oneDNN CPU kernels (the `TF_ENABLE_ONEDNN_OPTS`
+            switch): None keeps TensorFlow's choice (on for x86 CPUs), False turns them
+            off, True on. Off, the `mlp` preset's ReLU MLP steps ran 10-18% faster on
+            the 2-core benchmark machine, the default swish MLP 0-11% slower and
+            convolutions 30-40% slower (docs/results/notes.md). TensorFlow reads the
+            switch once, when it is imported: `vae-tf train` sets it before importing
+            TensorFlow (a `TF_ENABLE_ONEDNN_OPTS` already in the environment wins); a
+            Python caller sets the variable before `import tensorflow`, and `train`
+            warns when the setting could not apply (`training.check_onednn`).
         deterministic: enable TensorFlow op determinism (bit-identical reruns).
         checkpoint_every: how often `backup/` (what `--resume` restores) and
             `checkpoints/last` are written: "N" every N epochs, "Ns" at the end of the
@@ -413,6 +430,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool | None = None
     steps_per_execution: int = 8
+    onednn: bool | None = None
     deterministic: bool = False
     checkpoint_every: str | int = "30s"
     data_dir: str | None = None
@@ -440,6 +458,8 @@ class TrainConfig:
         _check_positive("learning_rate", self.learning_rate)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("steps_per_execution", self.steps_per_execution)
+        if self.onednn is not None and not isinstance(self.onednn, bool):
+            raise ConfigError(f"onednn={self.onednn!r} must be true, false or null (TensorFlow's choice).")
         epochs, seconds = checkpoint_cadence(self.checkpoint_every)
         object.__setattr__(self, "checkpoint_every", str(epochs) if epochs is not None else f"{seconds:g}s")
         for name in ("validation_fraction", "test_fraction"):
@@ -575,13 +595,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {"model": {}, "train": {}},
     # pytorch/examples VAE: MLP 784-400-20, batch 128. Its steps take ~7 ms, so a whole
     # epoch of 32 runs as one call: with 8 per call, Keras' per-call work between them
-    # cost ~20% of the epoch (benchmarks/epoch.md).
+    # cost ~20% of the epoch (benchmarks/epoch.md). Its small ReLU matmuls run 10-18%
+    # faster on TensorFlow's own CPU kernels than on oneDNN's (`onednn`).
     "mlp": {
         "model": {
             "architecture": "mlp", "hidden_units": (400,), "latent_dim": 20, "activation": "relu",
             "prior": "normal", "iwae_samples": 1, "kl_warmup_steps": 0,
         },
-        "train": {"learning_rate": 3e-3, "lr_schedule": "constant", "steps_per_execution": 32},
+        "train": {"learning_rate": 3e-3, "lr_schedule": "constant", "steps_per_execution": 32, "onednn": False},
     },
     # keras.io VAE network (conv 32/64 stride 2, dense 16) with latent 16.
     "conv-small": {

@@ -50,6 +50,7 @@ from vae_tf.config import ConfigError, UserError, RunConfig, TrainConfig, VAECon
 from vae_tf.data import Datasets, ImageOptions, load_datasets
 from vae_tf.model import VAE
 from vae_tf.progress import EpochLogger, data_lines
+from vae_tf.runtime import check_onednn
 
 WEIGHTS_PREFIX = os.path.join("weights", "vae")
 
@@ -284,6 +285,7 @@ def train(
             "or choose another --out directory."
         )
     train_cfg = run_config.train
+    onednn = check_onednn(train_cfg.onednn)
     if train_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(train_cfg.seed)
@@ -463,6 +465,9 @@ def train(
         },
         "checkpoints": {"every": checkpoints.schedule.describe(), "written": checkpoints.written},
         "replicas": strategy.num_replicas_in_sync,
+        # The kernels the steps ran on: XLA-compiled, or oneDNN's / TensorFlow's own.
+        "jit_compile": bool(model.jit_compile),
+        "onednn": onednn,
         "split_sizes": splits.sizes,
         # Every resume of this run, in order (the chief wrote them into resumes.json
         # before its first step after each resume, so every worker reads them here).
