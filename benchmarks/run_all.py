@@ -105,6 +105,11 @@ GRID: dict[str, tuple[dict, dict]] = {
     "iwae k=20": ({"iwae_samples": 20}, {}),
     "prior=vamp with 16 pseudo-inputs": ({"prior": "vamp", "prior_components": 16}, {}),
     "prior=vamp with 100 pseudo-inputs": ({"prior": "vamp", "prior_components": 100}, {}),
+    "augment shift 1 px (--augment-shift 1)": ({}, {"augment_shift": 1}),
+    "augment shift 1 px, seed 1": ({}, {"augment_shift": 1, "seed": 1}),
+    "augment shift 2 px": ({}, {"augment_shift": 2}),
+    "--preset best (512-256, 100 epochs)": ({"hidden_units": (512, 256)}, {"epochs": 100}),
+    "--preset best, augment shift 1 px": ({"hidden_units": (512, 256)}, {"epochs": 100, "augment_shift": 1}),
 }
 
 

@@ -53,10 +53,10 @@ CASES = [
     ["--config", "weight_decay.json"],
     ["--lr-schedule", "constant"],
     ["--mixed-precision"],
-    ["--architecture", "conv", "--posterior", "full"],
-    ["--architecture", "conv", "--posterior", "iaf"],
-    ["--architecture", "conv", "--prior", "normal"],
-    ["--architecture", "conv", "--prior", "vamp"],
+    ["--augment-shift", "1"],
+    # The convolutional bodies with every other posterior and prior, two at a time.
+    ["--architecture", "conv", "--posterior", "full", "--prior", "normal"],
+    ["--architecture", "conv", "--posterior", "iaf", "--prior", "vamp"],
 ]
 WEIGHT_DECAY_CONFIG = {"train": {"weight_decay": 1e-4}}
 pytestmark = pytest.mark.matrix
@@ -75,10 +75,11 @@ def bundled_datasets():
     """The default pipelines of the bundled digits, by preprocessing."""
     cache = {}
 
-    def get(preprocessing: str) -> Datasets:
-        if preprocessing not in cache:
-            cache[preprocessing] = load_datasets("bundled", preprocessing=preprocessing)
-        return cache[preprocessing]
+    def get(preprocessing: str, augment_shift: int = 0) -> Datasets:
+        key = preprocessing, augment_shift
+        if key not in cache:
+            cache[key] = load_datasets("bundled", preprocessing=preprocessing, augment_shift=augment_shift)
+        return cache[key]
 
     return get
 
@@ -124,7 +125,7 @@ def test_option_on_the_defaults_trains(flags, bundled_datasets, tmp_path):
     run_config = _run_config_from_args(args)
     # Exactly the defaults plus this option (the parser fills in nothing else).
     assert run_config.train.epochs == 2 and run_config.train.data == "bundled"
-    full = bundled_datasets(run_config.train.preprocessing)
+    full = bundled_datasets(run_config.train.preprocessing, run_config.train.augment_shift)
     costly = run_config.model.architecture != "mlp" or run_config.model.likelihood == "logistic_mixture"
     datasets = _fewer_training_digits(full, 1024, run_config.train.seed) if costly else full
 

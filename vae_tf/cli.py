@@ -146,6 +146,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--learning-rate", type=float, help="peak Adam learning rate")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    g.add_argument("--augment-shift", type=int, metavar="N",
+                   help="move each training image by a random offset of up to N pixels (default 0: none)")
     g.add_argument("--validation-fraction", type=float,
                    help="share held out for validation where the source has none (0: train on all but the test slice)")
     g.add_argument("--test-fraction", type=float, help="share held out for testing where the source has no test split")
@@ -155,8 +157,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="XLA-compile the step (default: on a GPU only; on a CPU it pays off in long runs of small MLPs)")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None, help="do not XLA-compile the step")
     g.add_argument("--onednn", dest="onednn", action="store_true", default=None,
-                   help="oneDNN CPU kernels on (TensorFlow's default; --preset mlp turns them off: its small ReLU "
-                   "MLP runs 10-18%% faster without); TF_ENABLE_ONEDNN_OPTS in the environment wins")
+                   help="oneDNN CPU kernels on (TensorFlow's default; --preset mlp turns them off; convolutions "
+                   "need them); TF_ENABLE_ONEDNN_OPTS in the environment wins")
     g.add_argument("--no-onednn", dest="onednn", action="store_false", default=None, help="oneDNN CPU kernels off")
     g.add_argument("--deterministic", action="store_true", default=None, help="bit-identical reruns (TF op determinism)")
     g.add_argument("--checkpoint-every", metavar="N|Ns",
@@ -183,7 +185,8 @@ _MODEL_FLAGS = (
     "free_bits", "iwae_samples", "dropout",
 )
 _TRAIN_FLAGS = (
-    "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "validation_fraction",
+    "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "augment_shift",
+    "validation_fraction",
     "test_fraction", "seed", "mixed_precision", "jit_compile", "onednn", "deterministic", "checkpoint_every", "data_dir",
     "manual_dir",
     "image_size", "channels", "skip_bad_images", "cache",

@@ -371,6 +371,12 @@ class TrainConfig:
         learning_rate: peak Adam learning rate.
         lr_schedule: "constant" or "cosine" (decay to 1% over all steps).
         weight_decay: decoupled weight decay (AdamW) per step; 0 for Adam.
+        augment_shift: move every training image by a random whole number of pixels,
+            up to this many in each direction (a fresh offset per image and pass; the
+            border reflected in, `data.augment`); 0 (the default) trains on the images
+            as they are. Evaluation images are never moved. On the bundled digits 1
+            pixel lowered the validation IWAE NLL by 0.8 nats with two seeds and 2
+            pixels raised it by 2.8 (docs/results/notes.md).
         validation_fraction: share of the source's images held out for validation
             where it has no validation split (0: no validation split, no validation
             metrics; `data.load_splits`).
@@ -387,13 +393,13 @@ class TrainConfig:
         steps_per_execution: train steps per call into the compiled function.
         onednn: TensorFlow's oneDNN CPU kernels (the `TF_ENABLE_ONEDNN_OPTS`
             switch): None keeps TensorFlow's choice (on for x86 CPUs), False turns them
-            off, True on. Off, the `mlp` preset's ReLU MLP steps ran 10-18% faster on
-            the 2-core benchmark machine, the default swish MLP 0-11% slower and
-            convolutions 30-40% slower (docs/results/notes.md). TensorFlow reads the
-            switch once, when it is imported: `vae-tf train` sets it before importing
-            TensorFlow (a `TF_ENABLE_ONEDNN_OPTS` already in the environment wins); a
-            Python caller sets the variable before `import tensorflow`, and `train`
-            warns when the setting could not apply (`training.check_onednn`).
+            off, True on. On the 2-core benchmark machine the MLP presets' steps ran
+            as fast either way and convolutions 32% slower off (benchmarks/onednn.md).
+            TensorFlow reads the switch once, when it is imported: `vae-tf train` sets
+            it before importing TensorFlow (a `TF_ENABLE_ONEDNN_OPTS` already in the
+            environment wins); a Python caller sets the variable before `import
+            tensorflow`, and `train` warns when the setting could not apply
+            (`runtime.check_onednn`).
         deterministic: enable TensorFlow op determinism (bit-identical reruns).
         checkpoint_every: how often `backup/` (what `--resume` restores) and
             `checkpoints/last` are written: "N" every N epochs, "Ns" at the end of the
@@ -423,6 +429,7 @@ class TrainConfig:
     learning_rate: float = 5e-3
     lr_schedule: str = "cosine"
     weight_decay: float = 0.0
+    augment_shift: int = 0
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -457,6 +464,7 @@ class TrainConfig:
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("augment_shift", self.augment_shift, allow_zero=True)
         _check_positive("steps_per_execution", self.steps_per_execution)
         if self.onednn is not None and not isinstance(self.onednn, bool):
             raise ConfigError(f"onednn={self.onednn!r} must be true, false or null (TensorFlow's choice).")
@@ -595,8 +603,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {"model": {}, "train": {}},
     # pytorch/examples VAE: MLP 784-400-20, batch 128. Its steps take ~7 ms, so a whole
     # epoch of 32 runs as one call: with 8 per call, Keras' per-call work between them
-    # cost ~20% of the epoch (benchmarks/epoch.md). Its small ReLU matmuls run 10-18%
-    # faster on TensorFlow's own CPU kernels than on oneDNN's (`onednn`).
+    # cost ~20% of the epoch (benchmarks/epoch.md). Without oneDNN (`onednn`) its steps
+    # run as fast and its runs started their first epoch sooner (benchmarks/epoch.md).
     "mlp": {
         "model": {
             "architecture": "mlp", "hidden_units": (400,), "latent_dim": 20, "activation": "relu",

@@ -308,6 +308,7 @@ def train(
             manual_dir=train_cfg.manual_dir,
             image_options=ImageOptions.of(train_cfg),
             cache=train_cfg.cache,
+            augment_shift=train_cfg.augment_shift,
         )
     splits = datasets.splits
     if verbose is None:

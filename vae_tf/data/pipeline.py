@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_tf.data.arrays import as_labels, as_pixels
+from vae_tf.data.augment import SHIFT_SEED_SALT, check_shift, random_shift
 from vae_tf.data.folders import FolderSplit
 from vae_tf.data.preprocessing import EVAL_BINARIZATION_SEED, binarize, check_preprocessing, finish_batch
 from vae_tf.data.sources import load_splits
@@ -57,6 +58,7 @@ def split_pipeline(
     drop_remainder: bool = False,
     repeat: bool = False,
     file_cache: str | None = None,
+    augment_shift: int = 0,
 ) -> tf.data.Dataset:
     """Batches one split into (images float32 [B, H, W, C], labels int32 [B]).
 
@@ -72,8 +74,12 @@ def split_pipeline(
         repeat: bool. Repeat forever.
         file_cache: str or None. For a streamed split: cache the decoded uint8
             elements in files with this prefix (shuffled afterwards with a buffer).
+        augment_shift: int >= 0. Move each finished image by a random offset of up to
+            this many pixels in each direction (`augment.random_shift`), drawn anew
+            every pass from `seed`; 0 (the default) leaves images as they are.
     """
     check_preprocessing(preprocessing)
+    check_shift(augment_shift, split.image_shape)
     if drop_remainder and batch_size > split.count:
         raise DataError(
             f"batch size {batch_size} is larger than the {split.count} images and "
@@ -128,6 +134,12 @@ def split_pipeline(
     # A streamed split keeps a fixed number of finished batches ready: autotuned buffers
     # grow with the run (hundreds of MB of float32 batches) and memory must not.
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE if in_memory else 2, deterministic=True)
+    if augment_shift:
+        shift_seeds = tf.data.Dataset.random(seed=seed ^ SHIFT_SEED_SALT, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, shift_seeds)).map(
+            lambda batch, shift_seed: (random_shift(batch[0], augment_shift, shift_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE if in_memory else 2, deterministic=True,
+        )
     if repeat:
         ds = ds.repeat()
     return ds.prefetch(tf.data.AUTOTUNE if in_memory else 2)
@@ -143,6 +155,7 @@ def make_pipeline(
     seed: int = 0,
     drop_remainder: bool = False,
     repeat: bool = False,
+    augment_shift: int = 0,
 ) -> tf.data.Dataset:
     """Batches in-memory images into a `tf.data.Dataset` (see `split_pipeline`).
 
@@ -157,6 +170,8 @@ def make_pipeline(
         drop_remainder: bool. Drop the last partial batch so every batch
             has shape [batch_size, ...]. Defaults to False.
         repeat: bool. Repeat forever. Defaults to False.
+        augment_shift: int >= 0. Random translations of up to this many pixels
+            (`split_pipeline`). Defaults to 0 (none).
 
     Returns:
         Dataset of (images float32 [B, H, W, C], labels int32 [B]).
@@ -169,7 +184,7 @@ def make_pipeline(
     split = ArraySplit(images, as_labels(labels, len(images), "labels"))
     return split_pipeline(
         split, batch_size=batch_size, preprocessing=preprocessing, shuffle=shuffle, seed=seed,
-        drop_remainder=drop_remainder, repeat=repeat,
+        drop_remainder=drop_remainder, repeat=repeat, augment_shift=augment_shift,
     )
 
 
@@ -247,6 +262,7 @@ def load_datasets(
     image_options: ImageOptions | None = None,
     cache: str = "auto",
     splits: Splits | None = None,
+    augment_shift: int = 0,
 ) -> Datasets:
     """Opens a source and builds its train/validation/test pipelines.
 
@@ -268,6 +284,8 @@ def load_datasets(
         cache: str. For streamed sources: "auto", "memory", "none" or "file:PATH"
             (see the module docstring). Defaults to "auto".
         splits: Splits or None. Already opened splits of `spec` (skips `load_splits`).
+        augment_shift: int >= 0. Training images only: random translations of up to
+            this many pixels (`split_pipeline`). Defaults to 0 (none).
 
     Returns:
         A `Datasets`.
@@ -297,7 +315,7 @@ def load_datasets(
         )
     train = split_pipeline(
         splits.train, batch_size=batch_size, preprocessing=preprocessing, shuffle=True, seed=seed,
-        drop_remainder=True, file_cache=prepared["train"][1],
+        drop_remainder=True, file_cache=prepared["train"][1], augment_shift=augment_shift,
     )
     validation, test = (
         eval_pipeline(prepared[name][0], batch_size=batch_size, preprocessing=preprocessing, file_cache=prepared[name][1])
