@@ -110,6 +110,10 @@ GRID: dict[str, tuple[dict, dict]] = {
     "augment shift 2 px": ({}, {"augment_shift": 2}),
     "--preset best (512-256, 100 epochs)": ({"hidden_units": (512, 256)}, {"epochs": 100}),
     "--preset best, augment shift 1 px": ({"hidden_units": (512, 256)}, {"epochs": 100, "augment_shift": 1}),
+    "--preset best, augment shift 1 px, 200 epochs": ({"hidden_units": (512, 256)}, {"epochs": 200, "augment_shift": 1}),
+    "--preset best, augment shift 1 px, 300 epochs": ({"hidden_units": (512, 256)}, {"epochs": 300, "augment_shift": 1}),
+    "batch 32, augment shift 1 px (4x the steps)": ({}, {"batch_size": 32, "augment_shift": 1}),
+    "batch 32, augment shift 1 px, learning rate 2e-3": ({}, {"batch_size": 32, "augment_shift": 1, "learning_rate": 2e-3}),
 }
 
 

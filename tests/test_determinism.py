@@ -3,8 +3,8 @@
 `TrainConfig(deterministic=True)` calls `tf.config.experimental.enable_op_determinism()`,
 which is process-global, so each run happens in its own Python process. Everything
 random in training is seeded from `seed`: initialization (`keras.utils.set_random_seed`),
-the shuffle and dynamic binarization streams of the input pipeline, and the latent
-noise (a stateless function of seed and step).
+the shuffle, dynamic binarization and translation (`augment_shift`) streams of the
+input pipeline, and the latent noise (a stateless function of seed and step).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ RUN = textwrap.dedent(
 
     training.EpochTimer = InitialWeights
     model = VAEConfig(architecture="mlp", hidden_units=(64,), latent_dim=4, activation="relu")
-    train_cfg = TrainConfig(epochs=2, batch_size=128, seed=3, deterministic=True, lr_schedule="cosine")
+    train_cfg = TrainConfig(epochs=2, batch_size=128, seed=3, deterministic=True, lr_schedule="cosine",
+                            augment_shift=1)
     result = train(RunConfig(model=model, train=train_cfg), run_dir, verbose=0)
     np.savez(out, *[w.numpy() for w in result.model.weights])
     """

@@ -10,7 +10,8 @@ untrained model's (the same initialization, measured before the first step).
 To keep the suite fast the convolutional cases and the logistic mixture (whose MLP
 output layer is 70 times as wide) train on the first 1,024 of the 4,000 training digits
 (16 steps; the other MLP cases take all, 62 steps); the configuration is untouched.
-Cases are named after their flags.
+The convolutional body is also tried with every other posterior and prior, two to a
+case. Cases are named after their flags.
 """
 
 from __future__ import annotations
