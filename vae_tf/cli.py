@@ -56,7 +56,7 @@ EXAMPLES = {
     ],
     "train": [
         ("vae-tf train --data bundled --out runs/mnist", "the default: about 1 minute on 2 CPU cores"),
-        ("vae-tf train --data bundled --preset best --out runs/best", "300 epochs on a wider MLP, digits moved"),
+        ("vae-tf train --data bundled --preset best --out runs/best", "500 epochs on a wider MLP, digits moved"),
         ("vae-tf train --data bundled --conditional --out runs/cvae", "choose the digit when sampling"),
         ("vae-tf train --resume --out runs/mnist", "continue an interrupted run"),
     ],
