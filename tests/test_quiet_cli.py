@@ -119,7 +119,7 @@ def test_evaluate_sample_export_are_quiet(trained, tmp_path):
     names = ["saved_model (serving/1)", "decoder_float32.tflite", "decoder_float16.tflite",
              "decoder_dynamic_int8.tflite", "decoder_int8.tflite", "decoder.onnx"]
     for name, line in zip(names, lines[1:]):
-        assert re.fullmatch(rf"  {re.escape(name)} +\d+ KiB  max \|diff\| vs TF \d\.\d\de-\d\d  \d+\.\d s", line), line
+        assert re.fullmatch(rf"  {re.escape(name)} +\d+ KiB  max \|diff\| vs TF \d\.\d\de[-+]\d\d  \d+\.\d s", line), line
     assert re.fullmatch(r"  explorer\.json +\d+ KiB  \d+\.\d s", lines[len(names) + 1]), lines
     assert lines[len(names) + 2 :] == [
         f"exported to {export} (manifest.json lists every file)",
