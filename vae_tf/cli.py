@@ -186,10 +186,8 @@ _MODEL_FLAGS = (
 )
 _TRAIN_FLAGS = (
     "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "augment_shift",
-    "validation_fraction",
-    "test_fraction", "seed", "mixed_precision", "jit_compile", "onednn", "deterministic", "checkpoint_every", "data_dir",
-    "manual_dir",
-    "image_size", "channels", "skip_bad_images", "cache",
+    "validation_fraction", "test_fraction", "seed", "mixed_precision", "jit_compile", "onednn", "deterministic",
+    "checkpoint_every", "data_dir", "manual_dir", "image_size", "channels", "skip_bad_images", "cache",
 )
 
 
