@@ -49,6 +49,7 @@ from vae_tf.callbacks import (
 from vae_tf.config import ConfigError, UserError, RunConfig, TrainConfig, VAEConfig, write_text_atomic
 from vae_tf.data import Datasets, ImageOptions, load_datasets
 from vae_tf.model import VAE
+from vae_tf.optimizers import FusedAdam, FusedAdamW
 from vae_tf.progress import EpochLogger, data_lines
 from vae_tf.runtime import check_onednn
 
@@ -131,13 +132,14 @@ def mixed_precision_policy() -> str:
 
 
 def make_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay), with a constant or cosine learning rate."""
+    """Adam (AdamW with weight decay), with a constant or cosine learning rate; the
+    dense updates run as one fused kernel per variable (`optimizers.FusedAdam`)."""
     lr = train.learning_rate
     if train.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=train.epochs * steps_per_epoch, alpha=0.01)
     if train.weight_decay:
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=train.weight_decay)
-    return keras.optimizers.Adam(learning_rate=lr)
+        return FusedAdamW(learning_rate=lr, weight_decay=train.weight_decay)
+    return FusedAdam(learning_rate=lr)
 
 
 def _remove_new_entries(run_dir: str, existed: bool, before: set[str]) -> bool:
