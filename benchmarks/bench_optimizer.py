@@ -6,7 +6,7 @@ steps alone, per preset, no XLA.
 
 One process per preset (with the preset's oneDNN setting, as `vae-tf train` runs it)
 builds two copies of the preset's VAE on the bundled digits (batch 128, the same
-initialization), one compiled with `tf_keras.optimizers.Adam`, one with `FusedAdam`,
+initialization, the training pipeline as `vae_tf.train` runs it), one compiled with `tf_keras.optimizers.Adam`, one with `FusedAdam`,
 calls each one's `make_train_function` (32 steps per call) once to trace it, then
 times --calls calls of each, alternating, so that both see the same machine. Reports
 the median images/s (32 x 128 / median seconds) of each and their ratio, with the
@@ -34,6 +34,7 @@ BATCH = 128
 CHILD = r"""
 import json, os, statistics, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf
 import tf_keras as keras
 from vae_tf.config import apply_preset
 from vae_tf.data import load_datasets
@@ -42,6 +43,8 @@ from vae_tf.optimizers import FusedAdam
 preset, calls, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rc = apply_preset(preset)
 ds = load_datasets("bundled", batch_size=batch, preprocessing=rc.train.preprocessing)
+options = tf.data.Options()
+options.autotune.enabled = False  # as `vae_tf.train` runs in-memory splits
 functions = {}
 for name, optimizer in (("keras", keras.optimizers.Adam(rc.train.learning_rate)),
                         ("fused", FusedAdam(rc.train.learning_rate))):
@@ -50,7 +53,7 @@ for name, optimizer in (("keras", keras.optimizers.Adam(rc.train.learning_rate))
     model.initialize_output_bias(ds.splits.train_images)
     model.compile(optimizer=optimizer, jit_compile=False, steps_per_execution=steps)
     model.optimizer.build(model.trainable_variables)
-    it = iter(ds.train.repeat())
+    it = iter(ds.train.with_options(options).repeat())
     f = model.make_train_function()
     f(it)["loss"].numpy()
     functions[name] = (f, it)
