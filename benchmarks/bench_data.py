@@ -31,7 +31,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np

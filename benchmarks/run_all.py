@@ -114,6 +114,11 @@ GRID: dict[str, tuple[dict, dict]] = {
     "--preset best, augment shift 1 px, 300 epochs": ({"hidden_units": (512, 256)}, {"epochs": 300, "augment_shift": 1}),
     "batch 32, augment shift 1 px (4x the steps)": ({}, {"batch_size": 32, "augment_shift": 1}),
     "batch 32, augment shift 1 px, learning rate 2e-3": ({}, {"batch_size": 32, "augment_shift": 1, "learning_rate": 2e-3}),
+    "iwae k=20, augment shift 1 px": ({"iwae_samples": 20}, {"augment_shift": 1}),
+    "iwae k=20, augment shift 1 px, seed 1": ({"iwae_samples": 20}, {"augment_shift": 1, "seed": 1}),
+    "iwae k=50, augment shift 1 px": ({"iwae_samples": 50}, {"augment_shift": 1}),
+    "learning rate 1e-2": ({}, {"learning_rate": 1e-2}),
+    "latent 64": ({"latent_dim": 64}, {}),
 }
 
 

@@ -151,7 +151,7 @@ def render_results_headline(r: dict, conditional: dict | None = None) -> str:
         name, c = next(iter(conditional["models"].items()))
         t = c.get("test") or {}
         if t:
-            rows.append([f"conditional default, -log p(x\\|y)", f"`{c.get('command')}`", "test",
+            rows.append(["conditional default, -log p(x\\|y)", f"`{c.get('command')}`", "test",
                          f"**{t['iwae_nll']:.2f}&nbsp;±&nbsp;{t['iwae_nll_stderr']:.2f}**", f"{t['neg_elbo']:.2f}",
                          f"{t['iwae_bits_per_dim']:.3f}" if t.get("iwae_bits_per_dim") is not None else "-"])
     k = ev.get("iwae_samples", 1000)
@@ -272,6 +272,11 @@ def render_explorer(r: dict) -> str:
     return _without_title(_benchmark_module("bench_explorer").markdown(r))
 
 
+def render_optimizer(r: dict) -> str:
+    """bench_optimizer.py, by its own renderer."""
+    return _without_title(_benchmark_module("bench_optimizer").markdown(r))
+
+
 def render_generic(r) -> str:
     """Any other benchmark JSON: its scalar fields, and its lists of records as tables."""
     scalars, tables = [], []
@@ -302,6 +307,7 @@ RENDERERS = {
     ("export_results.json", None): render_export,
     ("serving_load.json", None): render_serving_load,
     ("explorer_results.json", None): render_explorer,
+    ("optimizer.json", None): render_optimizer,
 }
 # Result files in the run_all.py format (archive/ holds earlier protocols).
 RUN_ALL_FILES = re.compile(r"^(results|archive/results-[\w-]+)\.json$")

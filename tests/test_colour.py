@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from vae_tf import RunConfig, TrainConfig, VAEConfig, load, train
+from vae_tf import VAEConfig, load
 from vae_tf.evaluation import evaluate_likelihood
 from vae_tf.model import VAE
 

@@ -11,7 +11,6 @@ runtime, a failure mid-export) are tested with the export stage.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess

@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from vae_tf import RunConfig, TrainConfig, VAEConfig

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import tf_keras as keras
 

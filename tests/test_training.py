@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import vae_tf
 from vae_tf import RunConfig, TrainConfig, TrainingError, VAEConfig, load, train
 from vae_tf.data import Datasets, eval_images, make_pipeline
 from vae_tf.model import VAE
