@@ -75,3 +75,51 @@ def test_the_shift_is_checked():
         make_pipeline(_dots(8), np.zeros(8, np.int32), batch_size=4, augment_shift=9)
     args = build_parser().parse_args(["train", "--data", "bundled", "--out", "x", "--augment-shift", "1"])
     assert _run_config_from_args(args).train.augment_shift == 1
+
+
+# === Copies (`--augment-copies R`, batch augmentation) ===
+
+
+def test_copies_repeat_each_image_with_its_own_draw_and_offset():
+    grey = np.full((8, 9, 9, 1), 0.5, np.float32)
+    labels = np.arange(8, dtype=np.int32)
+    x, y = next(iter(make_pipeline(grey, labels, batch_size=4, copies=3)))
+    x, y = x.numpy(), y.numpy()
+    assert x.shape == (12, 9, 9, 1) and y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert set(np.unique(x)) == {0.0, 1.0}
+    for i in range(4):  # three copies of one image: three different 0/1 draws
+        a, b, c = x[3 * i : 3 * i + 3]
+        assert not (np.array_equal(a, b) or np.array_equal(b, c) or np.array_equal(a, c))
+    # Without binarization, a shift still makes the copies differ, each moved on its own.
+    x, _ = next(iter(make_pipeline(_dots(64), np.zeros(64, np.int32), batch_size=64, preprocessing="continuous",
+                                   augment_shift=1, copies=4)))
+    offsets = np.array(_offsets(x.numpy())).reshape(64, 4, 2)
+    assert (x.numpy().sum(axis=(1, 2, 3)) == 1).all()
+    assert np.mean([len({tuple(o) for o in image}) > 1 for image in offsets]) > 0.9
+
+
+def test_copies_keep_the_steps_and_the_evaluation_batches():
+    once = load_datasets("bundled", seed=5, batch_size=128)
+    four = load_datasets("bundled", seed=5, batch_size=128, augment_copies=4, augment_shift=1)
+    assert (four.steps_per_epoch, four.copies, once.copies) == (once.steps_per_epoch, 4, 1)
+    x, y = next(iter(four.train))
+    assert x.shape == (512, 28, 28, 1) and np.array_equal(y.numpy()[::4], next(iter(once.train))[1].numpy())
+    a, b = next(iter(once.validation))[0].numpy(), next(iter(four.validation))[0].numpy()
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_the_copies_are_checked():
+    with pytest.raises(ConfigError, match="augment_copies=0 must be > 0"):
+        TrainConfig(augment_copies=0)
+    with pytest.raises(ConfigError, match="would repeat every training image unchanged"):
+        TrainConfig(augment_copies=2, preprocessing="static", augment_shift=0)
+    assert TrainConfig(augment_copies=2, preprocessing="static", augment_shift=1).augment_copies == 2
+    assert TrainConfig(augment_copies=1, preprocessing="continuous", augment_shift=0).augment_copies == 1
+    with pytest.raises(DataError, match="would be identical"):
+        make_pipeline(_dots(8), np.zeros(8, np.int32), batch_size=4, preprocessing="continuous", copies=2)
+    with pytest.raises(DataError, match="copies must be a positive integer"):
+        make_pipeline(_dots(8), np.zeros(8, np.int32), batch_size=4, copies=0)
+    args = build_parser().parse_args(["train", "--data", "bundled", "--out", "x", "--augment-copies", "2"])
+    assert _run_config_from_args(args).train.augment_copies == 2
+    defaults = _run_config_from_args(build_parser().parse_args(["train", "--data", "bundled", "--out", "x"])).train
+    assert (defaults.augment_copies, defaults.augment_shift) == (4, 1)

@@ -27,7 +27,7 @@ CUSTOM = RunConfig(
 def test_json_round_trip_keeps_every_field():
     text = CUSTOM.to_json()
     data = json.loads(text)
-    assert data["format_version"] == 2
+    assert data["format_version"] == 3
     assert data["model"]["conv_filters"] == [8, 16] and data["model"]["image_shape"] == [32, 32, 3]
     restored = RunConfig.from_json(text)
     assert restored == CUSTOM
@@ -123,8 +123,8 @@ def test_checkpoint_every_takes_epochs_or_seconds(given, stored):
 def test_malformed_json_and_versions():
     with pytest.raises(ConfigError, match="not valid JSON"):
         RunConfig.from_json("{model: }")
-    with pytest.raises(ConfigError, match="format_version 3"):
-        RunConfig.from_json(json.dumps({"format_version": 3}))
+    with pytest.raises(ConfigError, match="format_version 4"):
+        RunConfig.from_json(json.dumps({"format_version": 4}))
 
 
 def test_version_1_configs_keep_their_split():
@@ -134,7 +134,21 @@ def test_version_1_configs_keep_their_split():
     old = RunConfig.from_json(json.dumps({"format_version": 1, "train": {"validation_fraction": 0.1}}))
     assert old.train.test_fraction == 0.0 and old.train.validation_fraction == 0.1
     assert RunConfig.from_json(json.dumps({"format_version": 2})).train.test_fraction == 0.1
-    assert RunConfig.from_json(old.to_json()).train.test_fraction == 0.0  # saved as version 2, kept
+    assert RunConfig.from_json(old.to_json()).train.test_fraction == 0.0  # saved as version 3, kept
+
+
+def test_version_2_configs_train_without_copies_or_shift():
+    """Before augment_copies (format_version 2) a run trained on each image once per pass
+    and augment_shift defaulted to 0: an old run resumes as it started, while a file of
+    this version (or none) takes today's defaults for what it leaves out."""
+    for version in (1, 2):
+        old = RunConfig.from_json(json.dumps({"format_version": version, "train": {"epochs": 3}}))
+        assert (old.train.augment_copies, old.train.augment_shift) == (1, 0)
+        assert RunConfig.from_json(old.to_json()).train == old.train  # saved as version 3, kept
+    kept = RunConfig.from_json(json.dumps({"format_version": 2, "train": {"augment_shift": 2}}))
+    assert (kept.train.augment_copies, kept.train.augment_shift) == (1, 2)
+    for data in ({"format_version": 3}, {}):
+        assert (RunConfig.from_json(json.dumps(data)).train.augment_copies, TrainConfig().augment_copies) == (4, 4)
     with pytest.raises(ConfigError, match="JSON object"):
         RunConfig.from_json("[1, 2]")
     with pytest.raises(ConfigError, match="model config must be a JSON object"):

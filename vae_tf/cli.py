@@ -147,7 +147,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", type=float, help="peak Adam learning rate")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"), help="learning-rate schedule")
     g.add_argument("--augment-shift", type=int, metavar="N",
-                   help="move each training image by a random offset of up to N pixels (default 0: none)")
+                   help="move each training image by a random offset of up to N pixels (default 1; 0: none)")
+    g.add_argument("--augment-copies", type=int, metavar="R",
+                   help="each training image R times per batch, each copy binarized and moved on its own: R times "
+                   "the compute per step, the same steps per epoch (default 4; 1: once)")
     g.add_argument("--validation-fraction", type=float,
                    help="share held out for validation where the source has none (0: train on all but the test slice)")
     g.add_argument("--test-fraction", type=float, help="share held out for testing where the source has no test split")
@@ -185,7 +188,7 @@ _MODEL_FLAGS = (
     "free_bits", "iwae_samples", "dropout",
 )
 _TRAIN_FLAGS = (
-    "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "augment_shift",
+    "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "augment_shift", "augment_copies",
     "validation_fraction", "test_fraction", "seed", "mixed_precision", "jit_compile", "onednn", "deterministic",
     "checkpoint_every", "data_dir", "manual_dir", "image_size", "channels", "skip_bad_images", "cache",
 )

@@ -311,6 +311,7 @@ def train(
             image_options=ImageOptions.of(train_cfg),
             cache=train_cfg.cache,
             augment_shift=train_cfg.augment_shift,
+            augment_copies=train_cfg.augment_copies,
         )
     splits = datasets.splits
     if verbose is None:
@@ -393,6 +394,8 @@ def train(
         EpochSummaries(os.path.join(write_dir, "logs")),
         *([EpochLogger(bar=verbose == 1, header=(
             f"training: {train_cfg.epochs} epochs of {datasets.steps_per_epoch} steps, batch {train_cfg.batch_size}"
+            + (f" x {datasets.copies} copies" if datasets.copies > 1 else "")
+            + (f", moved up to {train_cfg.augment_shift} px" if train_cfg.augment_shift else "")
             + (f" on {strategy.num_replicas_in_sync} replicas" if strategy.num_replicas_in_sync > 1 else "")
         ))] if verbose else []),
         guard.releaser,

@@ -48,6 +48,18 @@ def _check_batch_size(batch_size: int) -> None:
         raise DataError(f"batch size must be a positive integer, got {batch_size!r}")
 
 
+def check_copies(copies: int, preprocessing: str, augment_shift: int) -> None:
+    """Raises DataError unless `copies` is a positive integer whose copies can differ:
+    more than one needs "dynamic" preprocessing or an `augment_shift`."""
+    if not isinstance(copies, (int, np.integer)) or isinstance(copies, bool) or copies < 1:
+        raise DataError(f"copies must be a positive integer, got {copies!r}")
+    if copies > 1 and preprocessing != "dynamic" and not augment_shift:
+        raise DataError(
+            f"{copies} copies of each image with preprocessing {preprocessing!r} and no shift would be identical; "
+            "use copies=1 (--augment-copies 1), dynamic preprocessing or a shift (--augment-shift 1)"
+        )
+
+
 def split_pipeline(
     split: Split,
     *,
@@ -59,8 +71,10 @@ def split_pipeline(
     repeat: bool = False,
     file_cache: str | None = None,
     augment_shift: int = 0,
+    copies: int = 1,
 ) -> tf.data.Dataset:
-    """Batches one split into (images float32 [B, H, W, C], labels int32 [B]).
+    """Batches one split into (images float32 [B, H, W, C], labels int32 [B]); with
+    `copies` R, [B * R] of each (every image of the batch R times, next to each other).
 
     Args:
         split: Split.
@@ -77,9 +91,14 @@ def split_pipeline(
         augment_shift: int >= 0. Move each finished image by a random offset of up to
             this many pixels in each direction (`augment.random_shift`), drawn anew
             every pass from `seed`; 0 (the default) leaves images as they are.
+        copies: int >= 1. Each image of a batch repeated this many times before it is
+            binarized and moved, so that every copy gets its own draw and offset (batch
+            augmentation); a copy needs "dynamic" preprocessing or `augment_shift` to
+            differ. Defaults to 1.
     """
     check_preprocessing(preprocessing)
     check_shift(augment_shift, split.image_shape)
+    check_copies(copies, preprocessing, augment_shift)
     if drop_remainder and batch_size > split.count:
         raise DataError(
             f"batch size {batch_size} is larger than the {split.count} images and "
@@ -120,6 +139,8 @@ def split_pipeline(
         # validation), and a source that changes under us fails loudly.
         ds = ds.apply(tf.data.experimental.assert_cardinality(split.count))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if copies > 1:
+        ds = ds.map(lambda *batch: tuple(tf.repeat(t, copies, axis=0) for t in batch))
     if preprocessing == "dynamic":
         draw_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, draw_seeds))
@@ -156,6 +177,7 @@ def make_pipeline(
     drop_remainder: bool = False,
     repeat: bool = False,
     augment_shift: int = 0,
+    copies: int = 1,
 ) -> tf.data.Dataset:
     """Batches in-memory images into a `tf.data.Dataset` (see `split_pipeline`).
 
@@ -172,6 +194,8 @@ def make_pipeline(
         repeat: bool. Repeat forever. Defaults to False.
         augment_shift: int >= 0. Random translations of up to this many pixels
             (`split_pipeline`). Defaults to 0 (none).
+        copies: int >= 1. Each image of a batch this many times, each copy drawn and
+            moved on its own (`split_pipeline`). Defaults to 1.
 
     Returns:
         Dataset of (images float32 [B, H, W, C], labels int32 [B]).
@@ -184,7 +208,7 @@ def make_pipeline(
     split = ArraySplit(images, as_labels(labels, len(images), "labels"))
     return split_pipeline(
         split, batch_size=batch_size, preprocessing=preprocessing, shuffle=shuffle, seed=seed,
-        drop_remainder=drop_remainder, repeat=repeat, augment_shift=augment_shift,
+        drop_remainder=drop_remainder, repeat=repeat, augment_shift=augment_shift, copies=copies,
     )
 
 
@@ -236,6 +260,8 @@ class Datasets:
         batch_size: int. Images per batch.
         steps_per_epoch: int. Train batches per epoch (N_train // batch_size).
         notes: tuple of str. What reading the data skipped or decided, for the user.
+        copies: int. Copies of each image in a training batch (a train batch holds
+            batch_size * copies images).
     """
 
     train: tf.data.Dataset
@@ -246,6 +272,7 @@ class Datasets:
     batch_size: int
     steps_per_epoch: int
     notes: tuple[str, ...] = ()
+    copies: int = 1
 
 
 def load_datasets(
@@ -263,6 +290,7 @@ def load_datasets(
     cache: str = "auto",
     splits: Splits | None = None,
     augment_shift: int = 0,
+    augment_copies: int = 1,
 ) -> Datasets:
     """Opens a source and builds its train/validation/test pipelines.
 
@@ -286,6 +314,10 @@ def load_datasets(
         splits: Splits or None. Already opened splits of `spec` (skips `load_splits`).
         augment_shift: int >= 0. Training images only: random translations of up to
             this many pixels (`split_pipeline`). Defaults to 0 (none).
+        augment_copies: int >= 1. Training batches only: each of the `batch_size`
+            images `augment_copies` times, each copy binarized and moved on its own
+            (`split_pipeline`'s `copies`); a training batch holds batch_size *
+            augment_copies images. Defaults to 1.
 
     Returns:
         A `Datasets`.
@@ -315,7 +347,7 @@ def load_datasets(
         )
     train = split_pipeline(
         splits.train, batch_size=batch_size, preprocessing=preprocessing, shuffle=True, seed=seed,
-        drop_remainder=True, file_cache=prepared["train"][1], augment_shift=augment_shift,
+        drop_remainder=True, file_cache=prepared["train"][1], augment_shift=augment_shift, copies=augment_copies,
     )
     validation, test = (
         eval_pipeline(prepared[name][0], batch_size=batch_size, preprocessing=preprocessing, file_cache=prepared[name][1])
@@ -330,4 +362,5 @@ def load_datasets(
         batch_size=batch_size,
         steps_per_epoch=n_train // batch_size,
         notes=notes,
+        copies=augment_copies,
     )
