@@ -220,12 +220,15 @@ def model_macs(model) -> dict:
 
 
 def train_flops_per_image(run_dir: str) -> float:
-    """Training FLOPs per image: 2 FLOPs per MAC, forward + backward = 3 x forward,
-    times the latent samples per image for the flow and decoder."""
+    """Training FLOPs per (distinct) training image: 2 FLOPs per MAC, forward + backward
+    = 3 x forward, times the latent samples per image for the flow and decoder, times the
+    copies of each image in its batch (`TrainConfig.augment_copies`)."""
     model = load_run_model(run_dir)
     m = model_macs(model)
     k = model.config.iwae_samples
-    return 3 * 2 * (m["encoder"] + k * (m["flow"] + m["decoder"]))
+    with open(os.path.join(run_dir, "config.json")) as f:
+        copies = json.load(f).get("train", {}).get("augment_copies", 1)
+    return copies * 3 * 2 * (m["encoder"] + k * (m["flow"] + m["decoder"]))
 
 
 def eval_flops(run_dir: str, num_images: int, iwae_samples: int) -> float:
