@@ -6,11 +6,12 @@
 1. An independent judge: a small CNN classifier (tf_keras) trained on the 4,000
    TRAINING digits only (grey levels, `load_splits("bundled")`); its accuracy on the
    TEST slice is reported with it.
-2. vae-tf's default conditional model (`VAEConfig.conditional_default()` with the
-   default TrainConfig, 30 epochs: what `vae-tf train --conditional` trains: two latent
-   layers 32,16, KL weight 2, one learned mixture prior per class over the top layer)
-   and one change at a time from it (`MODELS`), trained through `vae_tf.train` on the
-   same 4,000 digits.
+2. vae-tf's default conditional model (`VAEConfig.conditional_default()` with
+   `TrainConfig.conditional_default()`, 30 epochs: what `vae-tf train --conditional`
+   trains: two latent layers 32,16, KL weight 2, one learned mixture prior per class
+   over the top layer, four copies of each digit per batch, not moved) and one change at
+   a time from it (`MODELS`: model fields, and training fields under "train"), trained
+   through `vae_tf.train` on the same 4,000 digits.
 3. For each digit d, `model.sample(n, seed=SEED + d, label=d)` (mean images) is
    classified; agreement = share of samples the classifier assigns to d, overall and
    per digit.
@@ -58,6 +59,8 @@ MODELS: dict[str, tuple[str, dict]] = {
         "vae-tf train --conditional --latent-dim 32 --beta 1", {"latent_layers": (), "latent_dim": 32, "beta": 1.0}),
     "one layer, beta 2": ("vae-tf train --conditional --latent-dim 32", {"latent_layers": (), "latent_dim": 32}),
     "two layers, beta 1": ("vae-tf train --conditional --beta 1", {"beta": 1.0}),
+    "default, digits moved by up to a pixel": ("vae-tf train --conditional --augment-shift 1",
+                                               {"train": {"augment_shift": 1}}),
     "one layer, beta 1, label in every decoder layer": (
         "vae-tf train --conditional --latent-dim 32 --beta 1 --conditioning every_layer",
         {"latent_layers": (), "latent_dim": 32, "beta": 1.0, "conditioning": "every_layer"}),
@@ -125,7 +128,7 @@ def agreement(model, clf: keras.Model, num_classes: int, per_digit: int) -> dict
 
 
 def run(args) -> dict:
-    rc0 = RunConfig(model=VAEConfig.conditional_default(), train=TrainConfig(epochs=args.epochs))
+    rc0 = RunConfig(model=VAEConfig.conditional_default(), train=TrainConfig.conditional_default(epochs=args.epochs))
     t = rc0.train
     splits = load_splits(t.data, validation_fraction=t.validation_fraction, test_fraction=t.test_fraction,
                          split_seed=t.split_seed)
@@ -143,7 +146,11 @@ def run(args) -> dict:
         models = {}
         work = args.work or tempfile.mkdtemp(prefix="vae-bench-conditional-")
         for i, (name, (command, change)) in enumerate(MODELS.items()):
-            rc = RunConfig(model=rc0.model.replace(**change), train=rc0.train)
+            change = dict(change)
+            train_change = change.pop("train", {})
+            if args.models and name not in args.models:
+                continue
+            rc = RunConfig(model=rc0.model.replace(**change), train=rc0.train.replace(**train_change))
             with common.recorded_load() as load:
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -260,7 +267,13 @@ def main(argv=None) -> int:
                    help="smoke test: 2 epochs, 10 samples per digit, k = 10, 1 classifier epoch (not a result)")
     p.add_argument("--out", default=HERE, help="directory of conditional.json and conditional.md (default benchmarks/)")
     p.add_argument("--work", default=None, help="directory of the training runs (default: a new temporary one)")
+    p.add_argument("--models", default="",
+                   help="';'-separated names of MODELS to run (default: all); the others are left out of the results")
     args = p.parse_args(argv)
+    args.models = [n.strip() for n in args.models.split(";") if n.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        p.error(f"unknown model(s) {'; '.join(unknown)}; models: {'; '.join(MODELS)}")
     quick = {"epochs": 2, "samples": 10, "iwae_samples": 10, "classifier_epochs": 1}
     full = {"epochs": TrainConfig().epochs, "samples": 100, "iwae_samples": 1000, "classifier_epochs": 8}
     for key, value in (quick if args.quick else full).items():

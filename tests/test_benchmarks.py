@@ -180,8 +180,11 @@ def test_results_record_split_and_training_images(bench):
     common = run_all.common
     sizes = common.split_sizes()
     assert sizes == {"train": 4000, "validation": 500, "test": 500, "split_seed": 0}
-    assert run_all.GRID["prior=vamp with 16 pseudo-inputs"] == ({"prior": "vamp", "prior_components": 16}, {})
-    assert run_all.GRID["prior=vamp with 100 pseudo-inputs"] == ({"prior": "vamp", "prior_components": 100}, {})
+    before = run_all.BEFORE_COPIES  # rows measured before the copies keep one unmoved copy
+    assert before == {"augment_copies": 1, "augment_shift": 0}
+    assert run_all.GRID["prior=vamp with 16 pseudo-inputs"] == ({"prior": "vamp", "prior_components": 16}, before)
+    assert run_all.GRID["prior=vamp with 100 pseudo-inputs"] == ({"prior": "vamp", "prior_components": 100}, before)
+    assert run_all.GRID["4 copies, shift 1 px (the default)"] == ({}, {})
     assert "conditional" in run_all.STAGES
 
 

@@ -90,6 +90,7 @@ KILL_FLAGS = [
     "--architecture", "mlp", "--hidden-units", "256,256", "--latent-dim", "4", "--epochs", str(EPOCHS),
     "--batch-size", "8", "--lr-schedule", "constant", "--learning-rate", "1e-3", "--seed", "0", "--no-pictures",
     "--checkpoint-every", "1",
+    "--augment-copies", "1",  # the kill and the resume are the point, not the copies' 4x steps
 ]
 # Final training loss of the resumed run vs an uninterrupted one: the resumed run sees
 # the same weights, optimizer state and step counter (so the same latent noise) but a

@@ -225,3 +225,26 @@ def test_conditional_defaults_apply_to_what_the_user_left_unset():
     assert model("--conditional", "--latent-layers", "16,8").latent_layers == (16, 8)
     assert model("--conditional", "--posterior", "iaf").latent_layers == ()
     assert model("--conditional", "--preset", "mlp").latent_dim == 20  # the preset chose the latent
+
+
+def test_conditional_training_defaults_do_not_move_the_digits(tmp_path):
+    """`--conditional` trains on the four copies without the shift (samples obeyed their
+    label 97.4% of the time unmoved, 94.6% moved), unless a flag, preset or config file
+    sets the shift; unconditional runs keep the shift."""
+    import json
+
+    from vae_tf import TrainConfig
+    from vae_tf.cli import _run_config_from_args
+
+    def train_cfg(*flags):
+        return _run_config_from_args(build_parser().parse_args(["train", "--out", "r", *flags])).train
+
+    conditional = train_cfg("--conditional")
+    assert (conditional.augment_shift, conditional.augment_copies) == (0, 4)
+    assert conditional == TrainConfig.conditional_default() and TrainConfig.conditional_default(seed=2).seed == 2
+    assert train_cfg().augment_shift == 1 and train_cfg() == TrainConfig()
+    assert train_cfg("--conditional", "--augment-shift", "1").augment_shift == 1
+    assert train_cfg("--conditional", "--preset", "best").augment_shift == 1  # the preset sets it
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"augment_shift": 2}}))
+    assert train_cfg("--conditional", "--config", str(path)).augment_shift == 2

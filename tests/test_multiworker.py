@@ -80,7 +80,7 @@ RESUME_WORKER = textwrap.dedent(
     # A checkpoint after every epoch: a SIGKILL then loses the epoch in progress only.
     train_cfg = TrainConfig(epochs=4, batch_size=32, seed=1, preprocessing="static",
                             lr_schedule="constant", learning_rate=1e-3, jit_compile=False,
-                            checkpoint_every="1")
+                            checkpoint_every="1", augment_copies=1)  # the kill is the point: 1 copy
     result = train(RunConfig(model=model, train=train_cfg), run_dir, strategy=strategy, verbose=0, resume=resume)
     np.savez(out, *[w.numpy() for w in result.model.trainable_weights])
     """

@@ -129,7 +129,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior", choices=("normal", "mog", "vamp"),
                    help="p(z): N(0,I), learned mixture of Gaussians (default; one per class with --conditional) or VampPrior")
     g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
-    g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit); unless set, also --latent-layers 32,16 --beta 2")
+    g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit); unless set, also --latent-layers 32,16 --beta 2 "
+                   "--augment-shift 0")
     g.add_argument("--conditioning", choices=("input", "every_layer"),
                    help="where the decoder reads the label: its input, or every dense layer")
     g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config_from_args(args):
-    from vae_tf.config import PRESETS, RunConfig, apply_preset, with_conditional_defaults
+    from vae_tf.config import PRESETS, RunConfig, apply_preset, with_conditional_defaults, with_conditional_train_defaults
 
     preset = apply_preset(args.preset or "default")
     model, train = preset.model, preset.train
@@ -352,7 +353,11 @@ def _run_config_from_args(args):
         )
     train_changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
     model = with_conditional_defaults(model.replace(**model_changes), explicit)
-    return RunConfig(model=model, train=train.replace(**train_changes))
+    explicit_train = set(PRESETS[args.preset or "default"].get("train", {})) | set(train_changes)
+    if args.config:
+        explicit_train |= set(given.get("train", {}))
+    train = with_conditional_train_defaults(train.replace(**train_changes), model, explicit_train)
+    return RunConfig(model=model, train=train)
 
 
 def _check_positive_flags(args, *names: str) -> None:
