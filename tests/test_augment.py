@@ -58,8 +58,11 @@ def test_training_batches_move_evaluation_batches_do_not():
     (xp, yp), (xm, ym) = next(iter(plain.train)), next(iter(moved.train))
     xp, xm = xp.numpy(), xm.numpy()
     assert np.array_equal(yp.numpy(), ym.numpy())  # the same images, in the same order
-    # The same 0/1 draws, moved: MNIST's border is black, so every image keeps its pixels.
-    assert np.array_equal(xp.sum(axis=(1, 2, 3)), xm.sum(axis=(1, 2, 3)))
+    # The same 0/1 draws, moved: MNIST's border is almost always black, so nearly every
+    # image keeps its pixels (one whose stroke touches the border reflects at most a row
+    # or column of it in; which batch comes first depends on the global seed).
+    kept = xp.sum(axis=(1, 2, 3)) - xm.sum(axis=(1, 2, 3))
+    assert (kept == 0).mean() > 0.95 and np.abs(kept).max() <= 28
     assert (np.abs(xp - xm).sum(axis=(1, 2, 3)) > 0).mean() > 0.7  # 8 of 9 offsets move
     again = next(iter(moved.train))[0].numpy()  # a second pass draws new offsets
     assert not np.array_equal(xm, again)

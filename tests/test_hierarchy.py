@@ -245,6 +245,11 @@ def test_conditional_training_defaults_do_not_move_the_digits(tmp_path):
     assert train_cfg().augment_shift == 1 and train_cfg() == TrainConfig()
     assert train_cfg("--conditional", "--augment-shift", "1").augment_shift == 1
     assert train_cfg("--conditional", "--preset", "best").augment_shift == 1  # the preset sets it
+    # Unmoved copies of grey levels would be identical: one copy, unless the user set them.
+    grey = train_cfg("--conditional", "--preprocessing", "continuous")
+    assert (grey.augment_shift, grey.augment_copies) == (0, 1)
+    assert TrainConfig.conditional_default(preprocessing="static").augment_copies == 1
+    assert train_cfg("--conditional", "--preprocessing", "continuous", "--augment-shift", "1").augment_copies == 4
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"train": {"augment_shift": 2}}))
     assert train_cfg("--conditional", "--config", str(path)).augment_shift == 2
