@@ -93,7 +93,7 @@ OPTIONS: dict[str, dict] = {
 # training they were measured with (each image once per pass, unmoved, unless the row
 # says otherwise), so that rerunning a row reproduces its figure.
 BEFORE_COPIES = {"augment_copies": 1, "augment_shift": 0}
-GRID: dict[str, tuple[dict, dict]] = {
+_GRID_BEFORE_B64: dict[str, tuple[dict, dict]] = {
     "default (base)": ({}, BEFORE_COPIES),
     "default, seed 1 (noise check)": ({}, {**BEFORE_COPIES, "seed": 1}),
     "prior=normal (the previous default)": ({"prior": "normal"}, BEFORE_COPIES),
@@ -127,6 +127,24 @@ GRID: dict[str, tuple[dict, dict]] = {
     "4 copies, no shift": ({}, {"augment_shift": 0}),
     "4 copies, shift 1 px, iwae k=5": ({"iwae_samples": 5}, {}),
 }
+# The rows above were measured with batch 128 and the plain IWAE gradient, the defaults
+# then; they keep them, so that rerunning a row reproduces its figure.
+GRID: dict[str, tuple[dict, dict]] = {
+    name: ({"iwae_gradient": "reparam", **model}, {"batch_size": 128, **train})
+    for name, (model, train) in _GRID_BEFORE_B64.items()
+}
+BEFORE_B64 = ({"iwae_gradient": "reparam"}, {"batch_size": 128})
+GRID.update({
+    # One change at a time between the default of 2026-12-07 (batch 128, the plain
+    # gradient) and today's (batch 64, the doubly reparameterized gradient).
+    "batch 128, plain gradient (the default before)": BEFORE_B64,
+    "batch 128, plain gradient, seed 1": (BEFORE_B64[0], {**BEFORE_B64[1], "seed": 1}),
+    "batch 64, plain gradient": (BEFORE_B64[0], {}),
+    "batch 64, plain gradient, seed 1": (BEFORE_B64[0], {"seed": 1}),
+    "batch 32, plain gradient": (BEFORE_B64[0], {"batch_size": 32}),
+    "batch 64, DReG (the default)": ({}, {}),
+    "batch 64, DReG, seed 1": ({}, {"seed": 1}),
+})
 
 
 def vae_tf_cli() -> list[str]:

@@ -27,7 +27,7 @@ CUSTOM = RunConfig(
 def test_json_round_trip_keeps_every_field():
     text = CUSTOM.to_json()
     data = json.loads(text)
-    assert data["format_version"] == 3
+    assert data["format_version"] == 4
     assert data["model"]["conv_filters"] == [8, 16] and data["model"]["image_shape"] == [32, 32, 3]
     restored = RunConfig.from_json(text)
     assert restored == CUSTOM
@@ -123,8 +123,8 @@ def test_checkpoint_every_takes_epochs_or_seconds(given, stored):
 def test_malformed_json_and_versions():
     with pytest.raises(ConfigError, match="not valid JSON"):
         RunConfig.from_json("{model: }")
-    with pytest.raises(ConfigError, match="format_version 4"):
-        RunConfig.from_json(json.dumps({"format_version": 4}))
+    with pytest.raises(ConfigError, match="format_version 5"):
+        RunConfig.from_json(json.dumps({"format_version": 5}))
 
 
 def test_version_1_configs_keep_their_split():
@@ -144,11 +144,28 @@ def test_version_2_configs_train_without_copies_or_shift():
     for version in (1, 2):
         old = RunConfig.from_json(json.dumps({"format_version": version, "train": {"epochs": 3}}))
         assert (old.train.augment_copies, old.train.augment_shift) == (1, 0)
-        assert RunConfig.from_json(old.to_json()).train == old.train  # saved as version 3, kept
+        assert RunConfig.from_json(old.to_json()).train == old.train  # saved as version 4, kept
     kept = RunConfig.from_json(json.dumps({"format_version": 2, "train": {"augment_shift": 2}}))
     assert (kept.train.augment_copies, kept.train.augment_shift) == (1, 2)
     for data in ({"format_version": 3}, {}):
         assert (RunConfig.from_json(json.dumps(data)).train.augment_copies, TrainConfig().augment_copies) == (4, 4)
+
+
+def test_version_3_configs_keep_batch_128_and_the_plain_iwae_gradient():
+    """Before iwae_gradient (format_version 3) the batch defaulted to 128 and the IWAE
+    gradient was the plain one: an old run resumes as it started (saved as version 4,
+    kept), a version-4 file (or none) takes today's defaults."""
+    for version in (1, 2, 3):
+        old = RunConfig.from_json(json.dumps({"format_version": version}))
+        assert (old.train.batch_size, old.model.iwae_gradient, old.model.uses_dreg) == (128, "reparam", False)
+        again = RunConfig.from_json(old.to_json())
+        assert again == old and json.loads(old.to_json())["format_version"] == 4
+    kept = RunConfig.from_json(json.dumps({"format_version": 3, "model": {"iwae_gradient": "dreg"},
+                                           "train": {"batch_size": 32}}))
+    assert (kept.train.batch_size, kept.model.iwae_gradient) == (32, "dreg")
+    for data in ({"format_version": 4}, {}):
+        new = RunConfig.from_json(json.dumps(data))
+        assert (new.train.batch_size, new.model.iwae_gradient) == (TrainConfig().batch_size, VAEConfig().iwae_gradient)
     with pytest.raises(ConfigError, match="JSON object"):
         RunConfig.from_json("[1, 2]")
     with pytest.raises(ConfigError, match="model config must be a JSON object"):
@@ -160,7 +177,7 @@ def test_presets_are_overrides_on_the_defaults():
     assert apply_preset("default") == RunConfig()
     mlp = apply_preset("mlp")
     assert mlp.model.hidden_units == (400,) and mlp.model.latent_dim == 20 and mlp.train.lr_schedule == "constant"
-    assert mlp.train.batch_size == TrainConfig().batch_size
+    assert mlp.train.batch_size == 128  # the peer's
     conv = apply_preset("conv-small", train=TrainConfig(epochs=2))
     assert conv.model.architecture == "conv" and conv.train.epochs == 2
     for name in PRESETS:  # every preset is a valid configuration that survives JSON

@@ -240,7 +240,9 @@ def test_conditional_training_defaults_do_not_move_the_digits(tmp_path):
         return _run_config_from_args(build_parser().parse_args(["train", "--out", "r", *flags])).train
 
     conditional = train_cfg("--conditional")
-    assert (conditional.augment_shift, conditional.augment_copies) == (0, 4)
+    assert (conditional.augment_shift, conditional.augment_copies, conditional.batch_size) == (0, 4, 128)
+    assert train_cfg().batch_size == TrainConfig().batch_size == 64
+    assert train_cfg("--conditional", "--batch-size", "64").batch_size == 64
     assert conditional == TrainConfig.conditional_default() and TrainConfig.conditional_default(seed=2).seed == 2
     assert train_cfg().augment_shift == 1 and train_cfg() == TrainConfig()
     assert train_cfg("--conditional", "--augment-shift", "1").augment_shift == 1

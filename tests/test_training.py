@@ -287,7 +287,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("changes", [{}, {"latent_layers": [8, 4]}], ids=["one-layer", "hierarchy"])
+@pytest.mark.parametrize(
+    "changes", [{}, {"latent_layers": [8, 4]}, {"iwae_samples": 3, "iwae_gradient": "dreg"}],
+    ids=["one-layer", "hierarchy", "iwae-dreg"],
+)
 def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path, changes):
     """Two logical CPU devices must be configured before TensorFlow starts, so this runs
     in a subprocess. Same data, seed and initial weights; the training noise is a

@@ -137,6 +137,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kl-warmup-steps", type=int, help="ramp the KL weight from 0 over this many steps")
     g.add_argument("--free-bits", type=float, help="minimum KL charged per image, nats")
     g.add_argument("--iwae-samples", type=int, help="k > 1 trains on the IWAE bound with k samples")
+    g.add_argument("--iwae-gradient", choices=("auto", "dreg", "reparam"),
+                   help="the encoder's IWAE gradient: doubly reparameterized (dreg) or plain (reparam); "
+                   "auto (default): dreg for one diagonal Gaussian latent layer with a normal or mog prior")
     g.add_argument("--dropout", type=float, help="encoder dropout rate")
 
 
@@ -186,7 +189,7 @@ _MODEL_FLAGS = (
     "architecture", "latent_dim", "latent_layers", "hidden_units", "conv_filters", "dense_units", "likelihood", "likelihood_components",
     "gaussian_sigma",
     "posterior", "flow_layers", "prior", "prior_components", "conditional", "conditioning", "beta", "kl_warmup_steps",
-    "free_bits", "iwae_samples", "dropout",
+    "free_bits", "iwae_samples", "iwae_gradient", "dropout",
 )
 _TRAIN_FLAGS = (
     "data", "preprocessing", "epochs", "batch_size", "learning_rate", "lr_schedule", "augment_shift", "augment_copies",

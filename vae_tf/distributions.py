@@ -111,6 +111,23 @@ def reparameterize(q: tfd.Distribution, eps: tf.Tensor) -> tuple[tf.Tensor, tf.T
     return q.loc + q.scale.matvec(eps), log_noise - tf.reduce_sum(tf.math.log(tf.abs(diag)), -1)
 
 
+def log_prob_path_only(q: tfd.Distribution, z: tf.Tensor) -> tf.Tensor:
+    """log q(z) [..., B] of a diagonal Gaussian head with its parameters held constant
+    for the gradient: only the path through z is differentiated (the doubly
+    reparameterized gradient, `losses.dreg_path_scale`). The value is log q(z).
+
+    Args:
+        q: a diagonal Gaussian posterior (`make_posterior_head` with posterior="diag"),
+            batch shape [B], event shape [D].
+        z: samples [..., B, D].
+    """
+    normal = getattr(q, "tensor_distribution", q).distribution
+    loc, scale = tf.stop_gradient(normal.loc), tf.stop_gradient(normal.scale)
+    u = (z - loc) / scale
+    return (-0.5 * tf.reduce_sum(tf.square(u), -1) - tf.reduce_sum(tf.math.log(scale), -1)
+            - 0.5 * z.shape[-1] * math.log(2 * math.pi))
+
+
 def standard_normal(config: VAEConfig) -> tfd.Distribution:
     """N(0, I) over [D], of the family TFP pairs with the posterior for an analytic KL."""
     zeros = tf.zeros([config.latent_dim])

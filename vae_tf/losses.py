@@ -75,6 +75,31 @@ def iwae_bound(log_w: tf.Tensor) -> tf.Tensor:
     return log_mean_exp(log_w, axis=0)
 
 
+def dreg_weights(log_w: tf.Tensor) -> tf.Tensor:
+    """The normalized importance weights w~_i = w_i / sum_j w_j [k, B] of log weights
+    [k, B], held constant for the gradient (`tf.stop_gradient`)."""
+    return tf.stop_gradient(tf.nn.softmax(log_w, axis=0))
+
+
+def dreg_surrogate(log_w: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """-sum_i w~_i log w_i [B]: a surrogate whose gradient with respect to the
+    generative parameters (decoder, prior) is that of -IWAE_k, sum_i w~_i grad log w_i
+    (Burda et al., 2016). Its value is not the bound; report `iwae_bound` beside it."""
+    return -tf.reduce_sum(weights * log_w, axis=0)
+
+
+def dreg_path_scale(weights: tf.Tensor, kl_scale: tf.Tensor | float = 1.0) -> tf.Tensor:
+    """What the doubly reparameterized gradient (DReG, Tucker et al., 2019) multiplies
+    the surrogate's gradient at each latent sample z_i by before it reaches the
+    encoder, [k, B]: w~_i at kl_scale = 1, so that the encoder's gradient is
+    -sum_i w~_i^2 d log w_i / dz_i dz_i/dphi, with log q's parameters held constant.
+
+    For log w = log p(x|z) + s (log p(z) - log q(z|x)) (a KL weight s, as in warm-up)
+    the score-function term rewrites to (1 - s) w~_i + s w~_i^2 instead.
+    """
+    return (1.0 - kl_scale) + kl_scale * weights
+
+
 def bits_per_dim(nats_per_image: float, num_pixels: int) -> float:
     """Converts nats per image to bits per pixel."""
     return nats_per_image / (num_pixels * math.log(2.0))

@@ -19,6 +19,7 @@ from vae_tf.distributions import (
     InverseAutoregressiveFlow,
     MixturePrior,
     likelihood_params_per_pixel,
+    log_prob_path_only,
     logistic_mixture_bias,
     make_likelihood_head,
     make_posterior_head,
@@ -391,17 +392,22 @@ class VAE(keras.Model):
 
     # === Objective ===
 
-    def _terms(self, x, label, eps, training, kl_scale):
+    def _terms(self, x, label, eps, training, kl_scale, dreg=False):
         """Per-image terms of the objective, each [B] in nats.
 
         Returns a dict: `loss` (what is minimized), `reconstruction`
         (E_q[-log p(x|z)]), `kl` (analytic if available, else Monte Carlo) and `elbo`;
         for a latent hierarchy also `kl_1` ... `kl_L`, the KL of each layer (`kl` is
-        their sum).
+        their sum). With `dreg` (`config.uses_dreg`), also `z` [k, B, D] and `log_w`
+        [k, B], the log weights with log q's parameters held constant.
         """
         c = self.config
         layer_kls = []
-        if self.hierarchy is not None:
+        if dreg:
+            q0 = self._posterior_base(x, label, training)
+            z, _ = reparameterize(q0, eps)
+            log_q = log_prob_path_only(q0, z)
+        elif self.hierarchy is not None:
             q0 = self._posterior_base(x, label, training)
             top_prior = None if c.prior == "normal" else self.mixture_prior(label, standard=False)
             z, log_q, layer_kls = q0.sample_terms(eps, top_prior)
@@ -430,6 +436,8 @@ class VAE(keras.Model):
             loss = losses.negative_elbo(log_px_z, losses.apply_free_bits(kl, c.free_bits), kl_scale)
         terms = {"loss": loss, "reconstruction": reconstruction, "kl": kl, "elbo": elbo}
         terms.update({f"kl_{i + 1}": layer_kl for i, layer_kl in enumerate(layer_kls)})
+        if dreg:
+            terms.update(z=z, log_w=log_w)
         return terms
 
     def _kl_scale(self):
@@ -469,6 +477,8 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         x, label = self._unpack(data)
+        if self.config.uses_dreg:
+            return self._dreg_train_step(x, label)
         with tf.GradientTape() as tape:
             terms = self._terms(x, label, self._training_noise(x), training=True, kl_scale=self._kl_scale())
             # Mean over the global batch: gradients summed across replicas are then
@@ -476,6 +486,47 @@ class VAE(keras.Model):
             loss = tf.nn.compute_average_loss(terms["loss"])
             loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses)) if self.losses else 0.0
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self._update_metrics(terms)
+
+    def _dreg_train_step(self, x, label):
+        """One step of the IWAE objective with the doubly reparameterized encoder
+        gradient (Tucker et al., 2019; `losses.dreg_path_scale`).
+
+        One forward pass and one backward pass through the decoder: the surrogate's
+        gradient gives the decoder and prior theirs (the IWAE gradient) and the gradient
+        at every latent sample z_i; scaled by `dreg_path_scale`, that flows on through
+        z = mu + sigma * eps into the encoder (a second backward pass, through the
+        encoder only).
+        """
+        kl_scale = self._kl_scale()
+        encoder = self.encoder_body.trainable_variables + self.posterior_params.trainable_variables
+        encoder_ids = {id(v) for v in encoder}
+        generative = [v for v in self.trainable_variables if id(v) not in encoder_ids]
+        scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
+        with tf.GradientTape(persistent=True) as tape:
+            terms = self._terms(x, label, self._training_noise(x), training=True, kl_scale=kl_scale, dreg=True)
+            weights = losses.dreg_weights(terms["log_w"])
+            loss = tf.nn.compute_average_loss(losses.dreg_surrogate(terms["log_w"], weights))
+            regularization = tf.nn.scale_regularization_loss(tf.add_n(self.losses)) if self.losses else 0.0
+            loss += regularization
+            if scaled:
+                loss = self.optimizer.get_scaled_loss(loss)
+                regularization = self.optimizer.get_scaled_loss(regularization)
+        *generative_grads, dz = tape.gradient(loss, generative + [terms["z"]])
+        path = tf.stop_gradient(dz * losses.dreg_path_scale(weights, kl_scale)[..., None])
+        encoder_grads = tape.gradient(terms["z"], encoder, output_gradients=path)
+        if self.losses:
+            encoder_grads = [
+                g if r is None else (r if g is None else g + r)
+                for g, r in zip(encoder_grads, tape.gradient(regularization, encoder))
+            ]
+        del tape
+        grads = generative_grads + encoder_grads
+        if scaled:
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        self.optimizer.apply_gradients(
+            (g, v) for g, v in zip(grads, generative + encoder) if g is not None
+        )
         return self._update_metrics(terms)
 
     def test_step(self, data):
