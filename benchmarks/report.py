@@ -311,7 +311,7 @@ def markdown(r: dict) -> str:
                            "images/s", "train s", "load (1 min)"], rows))
 
     if r.get("grid"):
-        out.append("\n## What each choice buys: one change at a time on the default (30 epochs, batch 128), "
+        out.append("\n## What each choice buys: one change at a time on the default (30 epochs; each row's batch), "
                    f"IWAE k = 1000 on {_splits_of(r['grid'].values())}\n\n")
         out.append(_stage_load_line(r, "grid"))
         rows = [(*row[:5], (r["grid"][row[0]].get("iwae_bits_per_dim")), *row[5:])

@@ -182,13 +182,15 @@ def test_results_record_split_and_training_images(bench):
     assert sizes == {"train": 4000, "validation": 500, "test": 500, "split_seed": 0}
     before = run_all.BEFORE_COPIES  # rows measured before the copies keep one unmoved copy
     assert before == {"augment_copies": 1, "augment_shift": 0}
-    plain, b128 = {"iwae_gradient": "reparam"}, {"batch_size": 128}  # the defaults before batch 64 and DReG
+    # the defaults before batch 64 and DReG
+    plain, b128 = {"iwae_gradient": "reparam", "iwae_samples": 10, "prior_components": 16}, {
+        "batch_size": 128, "augment_copies": 4}
     assert run_all.GRID["prior=vamp with 16 pseudo-inputs"] == (
         {**plain, "prior": "vamp", "prior_components": 16}, {**b128, **before})
     assert run_all.GRID["prior=vamp with 100 pseudo-inputs"] == (
         {**plain, "prior": "vamp", "prior_components": 100}, {**b128, **before})
     assert run_all.GRID["4 copies, shift 1 px (the default)"] == (plain, b128)
-    assert run_all.GRID["batch 64, DReG (the default)"] == ({}, {})
+    assert run_all.GRID["batch 64, DReG, k=5, 6 copies, 64 prior components (the default)"] == ({}, {})
     assert "conditional" in run_all.STAGES
 
 

@@ -215,6 +215,11 @@ def test_conditional_defaults_apply_to_what_the_user_left_unset():
     default = model("--conditional")
     assert default.latent_layers == CONDITIONAL_DEFAULTS["latent_layers"] == (32, 16)
     assert default.beta == CONDITIONAL_DEFAULTS["beta"] == 2.0
+    # ... with the objective its agreement was measured with, not the unconditional default's.
+    assert (default.iwae_samples, default.prior_components) == (10, 16) != (VAEConfig().iwae_samples,
+                                                                            VAEConfig().prior_components)
+    assert model("--conditional", "--iwae-samples", "3", "--prior-components", "8").iwae_samples == 3
+    assert model("--conditional", "--iwae-samples", "3", "--prior-components", "8").prior_components == 8
     assert default == VAEConfig.conditional_default()
     # Unconditional models keep VAEConfig's defaults.
     assert model() == VAEConfig()

@@ -40,7 +40,8 @@ class VAE(keras.Model):
     An encoder maps an image x to q(z|x); a latent is drawn as z = mu + sigma * eps
     (the reparameterization trick); a decoder maps z to p(x|z). Training maximizes
     ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (or the IWAE bound when
-    `config.iwae_samples > 1`). `fit` and `evaluate` report `loss`, `reconstruction`
+    `config.iwae_samples > 1`, whose encoder gradient is by default the doubly
+    reparameterized one, `config.iwae_gradient`). `fit` and `evaluate` report `loss`, `reconstruction`
     (E_q[-log p(x|z)]), `kl` and `elbo`, in nats per image.
 
     Data for `fit`/`evaluate`: batches of `(images, labels)`; labels are used only by
