@@ -160,6 +160,17 @@ GRID.update({
     "batch 64, DReG, 64 prior components": _on_b128({**DREG, "prior_components": 64}, {"batch_size": 64}),
     "batch 64, DReG, k=5, 6 copies, 64 prior components (the default)": ({}, {}),
     "the default, seed 1": ({}, {"seed": 1}),
+    # ... and what else was tried on the way (none kept).
+    "batch 64, KL warm-up 300 steps": _on_b128({"kl_warmup_steps": 300}, {"batch_size": 64}),
+    "batch 64, KL warm-up 1200 steps": _on_b128({"kl_warmup_steps": 1200}, {"batch_size": 64}),
+    "batch 64, DReG, learning rate 1e-2": _on_b128(DREG, {"batch_size": 64, "learning_rate": 1e-2}),
+    "batch 64, DReG, learning rate 3e-3": _on_b128(DREG, {"batch_size": 64, "learning_rate": 3e-3}),
+    "batch 64, DReG, latent 64": _on_b128({**DREG, "latent_dim": 64}, {"batch_size": 64}),
+    "batch 64, DReG, k=5 (4 copies)": _on_b128({**DREG, "iwae_samples": 5}, {"batch_size": 64}),
+    "batch 64, DReG, k=5, 8 copies, seed 1": _on_b128({**DREG, "iwae_samples": 5},
+                                                      {"batch_size": 64, "augment_copies": 8, "seed": 1}),
+    "batch 64, DReG, k=5, 8 copies, 64 prior components": _on_b128(
+        {**DREG, "iwae_samples": 5, "prior_components": 64}, {"batch_size": 64, "augment_copies": 8}),
 })
 
 

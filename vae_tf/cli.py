@@ -130,7 +130,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="p(z): N(0,I), learned mixture of Gaussians (default; one per class with --conditional) or VampPrior")
     g.add_argument("--prior-components", type=int, help="mixture components / pseudo-inputs")
     g.add_argument("--conditional", action="store_true", default=None, help="condition on the label (choose the digit); unless set, also --latent-layers 32,16 --beta 2 "
-                   "--augment-shift 0")
+                   "--iwae-samples 10 --prior-components 16 --augment-shift 0 --batch-size 128 --augment-copies 4")
     g.add_argument("--conditioning", choices=("input", "every_layer"),
                    help="where the decoder reads the label: its input, or every dense layer")
     g.add_argument("--beta", type=float, help="weight of the KL term (beta-VAE)")
@@ -154,7 +154,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="move each training image by a random offset of up to N pixels (default 1; 0: none)")
     g.add_argument("--augment-copies", type=int, metavar="R",
                    help="each training image R times per batch, each copy binarized and moved on its own: R times "
-                   "the compute per step, the same steps per epoch (default 4; 1: once)")
+                   "the compute per step, the same steps per epoch (default 6; 1: once)")
     g.add_argument("--validation-fraction", type=float,
                    help="share held out for validation where the source has none (0: train on all but the test slice)")
     g.add_argument("--test-fraction", type=float, help="share held out for testing where the source has no test split")
