@@ -147,8 +147,9 @@ def test_version_2_configs_train_without_copies_or_shift():
         assert RunConfig.from_json(old.to_json()).train == old.train  # saved as version 4, kept
     kept = RunConfig.from_json(json.dumps({"format_version": 2, "train": {"augment_shift": 2}}))
     assert (kept.train.augment_copies, kept.train.augment_shift) == (1, 2)
-    for data in ({"format_version": 3}, {}):
-        assert (RunConfig.from_json(json.dumps(data)).train.augment_copies, TrainConfig().augment_copies) == (4, 4)
+    assert RunConfig.from_json(json.dumps({"format_version": 3})).train.augment_copies == 4  # version 3's default
+    for data in ({"format_version": 4}, {}):
+        assert RunConfig.from_json(json.dumps(data)).train.augment_copies == TrainConfig().augment_copies == 6
 
 
 def test_version_3_configs_keep_batch_128_and_the_plain_iwae_gradient():
@@ -158,6 +159,8 @@ def test_version_3_configs_keep_batch_128_and_the_plain_iwae_gradient():
     for version in (1, 2, 3):
         old = RunConfig.from_json(json.dumps({"format_version": version}))
         assert (old.train.batch_size, old.model.iwae_gradient, old.model.uses_dreg) == (128, "reparam", False)
+        assert (old.model.iwae_samples, old.model.prior_components) == (10, 16)
+        assert old.train.augment_copies == (4 if version == 3 else 1)
         again = RunConfig.from_json(old.to_json())
         assert again == old and json.loads(old.to_json())["format_version"] == 4
     kept = RunConfig.from_json(json.dumps({"format_version": 3, "model": {"iwae_gradient": "dreg"},

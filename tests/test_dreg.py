@@ -100,8 +100,8 @@ def test_auto_takes_dreg_where_it_applies_and_dreg_elsewhere_is_a_config_error()
 
 
 def test_dreg_training_lowers_the_held_out_loss_like_the_plain_gradient(tmp_path, bundled_splits):
-    """Three epochs on the real digits: the DReG run's validation loss falls by more
-    than 10 nats and ends within 3 nats of the plain gradient's (same seed)."""
+    """Three epochs on the real digits: the DReG run's validation loss falls and ends no
+    more than a nat above the plain gradient's (same seed)."""
     final = {}
     for kind in ("dreg", "reparam"):
         model = SMALL.replace(hidden_units=(128,), latent_dim=8, iwae_gradient=kind)
@@ -109,5 +109,6 @@ def test_dreg_training_lowers_the_held_out_loss_like_the_plain_gradient(tmp_path
                        str(tmp_path / kind), verbose=0)
         val = result.history["history"]["val_loss"]
         final[kind] = val[-1]
-        assert val[0] - val[-1] > 10, (kind, val)
-    assert abs(final["dreg"] - final["reparam"]) < 3, final
+        assert val[0] - val[-1] > 5, (kind, val)
+    # Measured: 139.46 against 140.58. An encoder that learns nothing ends 10+ nats higher.
+    assert final["dreg"] < final["reparam"] + 1.0, final
