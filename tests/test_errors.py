@@ -61,7 +61,7 @@ TRAIN_CONFIG_CASES = {
     "unknown_prior": ({"model": {"prior": "laplace"}}, ["prior='laplace'", "normal, mog, vamp"]),
     "negative_hidden_units": ({"model": {"hidden_units": [64, -1]}}, ["hidden_units=-1 must be > 0"]),
     "incompatible_version": ({"format_version": 99, "model": {}, "train": {}},
-                             ["format_version 99 is not supported", "expects 3"]),
+                             ["format_version 99 is not supported", "expects 4"]),
     "not_an_object": ([1, 2], ["must be a JSON object"]),
 }
 
