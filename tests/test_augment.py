@@ -125,4 +125,4 @@ def test_the_copies_are_checked():
     args = build_parser().parse_args(["train", "--data", "bundled", "--out", "x", "--augment-copies", "2"])
     assert _run_config_from_args(args).train.augment_copies == 2
     defaults = _run_config_from_args(build_parser().parse_args(["train", "--data", "bundled", "--out", "x"])).train
-    assert (defaults.augment_copies, defaults.augment_shift) == (4, 1)
+    assert (defaults.augment_copies, defaults.augment_shift) == (6, 1)

@@ -1,5 +1,5 @@
 """Model options on the one VAE class do what they claim, on the library defaults
-(MLP 400-256, MoG prior, IWAE k=10, KL warm-up 600): free bits raise the loss of an
+(MLP 400-256, MoG prior, IWAE k=5, KL warm-up 600): free bits raise the loss of an
 image whose KL is below the floor, beta scales the KL term, warm-up starts at weight 0,
 the VampPrior's pseudo-inputs enter log p(z). That each option trains on the defaults
 is tests/test_option_matrix.py. The KL estimators and flow densities are checked

@@ -73,7 +73,7 @@ def test_train_is_quiet_prints_epoch_lines_and_a_summary(trained):
     assert "\r" not in proc.stdout  # not a terminal: no progress bar
     assert re.fullmatch(r"data: bundled: 28x28x1 images, [\d,]+ train, [\d,]+ validation, [\d,]+ test; "
                         r"training images in memory", lines[0]), lines
-    assert re.fullmatch(rf"training: {EPOCHS} epochs of \d+ steps, batch 128 x 4 copies, moved up to 1 px", lines[1]), lines
+    assert re.fullmatch(rf"training: {EPOCHS} epochs of \d+ steps, batch 64 x 6 copies, moved up to 1 px", lines[1]), lines
     epochs = [EPOCH_LINE.fullmatch(line) for line in lines[2 : 2 + EPOCHS]]
     assert all(epochs), lines
     assert [(int(m[1]), int(m[2])) for m in epochs] == [(e, EPOCHS) for e in range(1, EPOCHS + 1)]
