@@ -134,15 +134,14 @@ _GRID_BEFORE_B64: dict[str, tuple[dict, dict]] = {
 # The model and training of those rows, where a row does not say otherwise.
 BEFORE_B64 = ({"iwae_gradient": "reparam", "iwae_samples": 10, "prior_components": 16},
               {"batch_size": 128, "augment_copies": 4})
-GRID: dict[str, tuple[dict, dict]] = {
-    name: ({**BEFORE_B64[0], **model}, {**BEFORE_B64[1], **train}) for name, (model, train) in _GRID_BEFORE_B64.items()
-}
 
 
 def _on_b128(model: dict | None = None, train: dict | None = None) -> tuple[dict, dict]:
     """A row: the changes on top of the default of before batch 64 (BEFORE_B64)."""
     return {**BEFORE_B64[0], **(model or {})}, {**BEFORE_B64[1], **(train or {})}
 
+
+GRID: dict[str, tuple[dict, dict]] = {name: _on_b128(model, train) for name, (model, train) in _GRID_BEFORE_B64.items()}
 
 DREG = {"iwae_gradient": "dreg"}
 GRID.update({

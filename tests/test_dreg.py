@@ -15,17 +15,11 @@ from vae_tf.config import ConfigError
 SMALL = VAEConfig(hidden_units=(32,), latent_dim=4, iwae_samples=5, iwae_gradient="dreg", kl_warmup_steps=0)
 
 
-def _split_variables(model):
-    encoder = model.encoder_body.trainable_variables + model.posterior_params.trainable_variables
-    ids = {id(v) for v in encoder}
-    return encoder, [v for v in model.trainable_variables if id(v) not in ids]
-
-
 def _gradients(model, x, eps, kl_scale, kind):
     """(encoder gradient, generative gradient) of the mean over images, flattened:
     kind "dreg" as `VAE._dreg_train_step` takes it, "iwae" the plain gradient of the
     bound, "dreg-by-hand" sum_i w~_i^2 d log w_i with log q's parameters held."""
-    encoder, generative = _split_variables(model)
+    encoder, generative = model.inference_and_generative_variables()
     with tf.GradientTape(persistent=True) as tape:
         if kind == "iwae":
             terms = model._terms(x, None, eps, training=True, kl_scale=kl_scale)

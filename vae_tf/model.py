@@ -404,17 +404,15 @@ class VAE(keras.Model):
         """
         c = self.config
         layer_kls = []
-        if dreg:
-            q0 = self._posterior_base(x, label, training)
-            z, _ = reparameterize(q0, eps)
-            log_q = log_prob_path_only(q0, z)
-        elif self.hierarchy is not None:
+        if self.hierarchy is not None:
             q0 = self._posterior_base(x, label, training)
             top_prior = None if c.prior == "normal" else self.mixture_prior(label, standard=False)
             z, log_q, layer_kls = q0.sample_terms(eps, top_prior)
             layer_kls = [tf.reduce_mean(kl, axis=0) for kl in layer_kls]
         else:
             q0, z, log_q = self._sample_posterior(x, label, eps, training)
+            if dreg:
+                log_q = log_prob_path_only(q0, z)  # the same value, its parameters held
         prior = self.prior(label)
         log_pz = prior.log_prob(z)
         log_px_z = self.decode(z, label, training=training).log_prob(x)
@@ -489,6 +487,13 @@ class VAE(keras.Model):
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         return self._update_metrics(terms)
 
+    def inference_and_generative_variables(self):
+        """(encoder variables, all other trainable variables): what q(z|x) is made of
+        (`encoder_body`, `posterior_params`), and the decoder and prior."""
+        encoder = self.encoder_body.trainable_variables + self.posterior_params.trainable_variables
+        ids = {id(v) for v in encoder}
+        return encoder, [v for v in self.trainable_variables if id(v) not in ids]
+
     def _dreg_train_step(self, x, label):
         """One step of the IWAE objective with the doubly reparameterized encoder
         gradient (Tucker et al., 2019; `losses.dreg_path_scale`).
@@ -500,9 +505,7 @@ class VAE(keras.Model):
         encoder only).
         """
         kl_scale = self._kl_scale()
-        encoder = self.encoder_body.trainable_variables + self.posterior_params.trainable_variables
-        encoder_ids = {id(v) for v in encoder}
-        generative = [v for v in self.trainable_variables if id(v) not in encoder_ids]
+        encoder, generative = self.inference_and_generative_variables()
         scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape(persistent=True) as tape:
             terms = self._terms(x, label, self._training_noise(x), training=True, kl_scale=kl_scale, dreg=True)
